@@ -1,0 +1,88 @@
+"""rlplug-grpo: GRPO, Dr.GRPO, DAPO, BNPO, GSPO and CISPO."""
+
+from rlplug import Algorithm, KLSpec, hookimpl
+
+from rlplug_grpo.advantages import group_mean, group_norm
+from rlplug_grpo.losses import cispo, gspo_clip, ppo_clip
+
+_NO_KL_BY_DEFAULT = KLSpec(estimator="k3", placement="loss", coef=0.0)
+
+
+@hookimpl
+def register_advantage_estimators(register):
+    register("group_norm", group_norm)
+    register("group_mean", group_mean)
+
+
+@hookimpl
+def register_policy_losses(register):
+    register("ppo_clip", ppo_clip)
+    register("gspo_clip", gspo_clip)
+    register("cispo", cispo)
+
+
+@hookimpl
+def register_algorithms(register):
+    register(
+        Algorithm(
+            name="grpo",
+            advantage="group_norm",
+            policy_loss="ppo_clip",
+            aggregation="sequence_mean_token_mean",
+            kl=_NO_KL_BY_DEFAULT,
+            description="GRPO (DeepSeekMath): group-normalized advantages, PPO clip, per-sequence token mean.",
+        )
+    )
+    register(
+        Algorithm(
+            name="dr_grpo",
+            advantage="group_mean",
+            policy_loss="ppo_clip",
+            aggregation="constant_normalizer",
+            kl=_NO_KL_BY_DEFAULT,
+            description="Dr.GRPO: no std scaling, constant normalizer, so no length or difficulty bias.",
+        )
+    )
+    register(
+        Algorithm(
+            name="dapo",
+            advantage="group_norm",
+            policy_loss="ppo_clip",
+            aggregation="global_token_mean",
+            kl=_NO_KL_BY_DEFAULT,
+            config_defaults={"epsilon_high": 0.28},
+            description="DAPO: clip-higher (eps_high=0.28) and a token mean over the whole batch.",
+        )
+    )
+    register(
+        Algorithm(
+            name="bnpo",
+            advantage="group_norm",
+            policy_loss="ppo_clip",
+            aggregation="local_token_mean",
+            kl=_NO_KL_BY_DEFAULT,
+            description="BNPO-style: token mean over each micro-batch.",
+        )
+    )
+    register(
+        Algorithm(
+            name="gspo",
+            advantage="group_norm",
+            policy_loss="gspo_clip",
+            aggregation="sequence_mean_token_mean",
+            kl=_NO_KL_BY_DEFAULT,
+            config_defaults={"epsilon": 3e-4, "epsilon_high": 4e-4},
+            description="GSPO: clipping on the sequence-level, length-normalized ratio.",
+        )
+    )
+    register(
+        Algorithm(
+            name="cispo",
+            advantage="group_norm",
+            policy_loss="cispo",
+            aggregation="global_token_mean",
+            kl=_NO_KL_BY_DEFAULT,
+            config_defaults={"epsilon_high": 5.0},
+            description="CISPO (MiniMax-M1): clipped, detached IS weights on a REINFORCE term.",
+        )
+    )

@@ -1,0 +1,65 @@
+"""Algorithm recipes and the KL spec: an algorithm is data, never a branch in code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+TrainerKind = Literal["online", "paired_preference", "unpaired_preference"]
+KLPlacementName = Literal["reward", "loss", "none"]
+KL_PLACEMENTS: tuple[str, ...] = ("reward", "loss", "none")
+
+
+@dataclass(frozen=True)
+class KLSpec:
+    """Which KL estimator, where it enters the objective, and with what coefficient.
+
+    - ``placement="reward"``: the estimator is computed detached per token and subtracted
+      from the rewards before advantage estimation (k1 there is unbiased).
+    - ``placement="loss"``: ``coef * estimator`` is added to the per-token loss and
+      differentiated, times the importance ratio pi/pi_old when ``importance_ratio``.
+    - ``placement="none"`` or ``coef == 0``: no KL, and no reference forward pass.
+    """
+
+    estimator: str = "k1"
+    placement: KLPlacementName = "reward"
+    coef: float = 0.0
+    importance_ratio: bool = True
+
+    def __post_init__(self) -> None:
+        if self.placement not in KL_PLACEMENTS:
+            raise ValueError(f"kl.placement must be one of {', '.join(KL_PLACEMENTS)}; got {self.placement!r}")
+        if not isinstance(self.coef, (int, float)) or self.coef < 0:
+            raise ValueError(f"kl.coef must be a number >= 0; got {self.coef!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.placement != "none" and self.coef != 0.0
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """A named recipe: trainer kind, component names and default parameters.
+
+    - ``config_defaults``: trainer-config fields (TRL's names) the recipe sets unless the
+      user sets them, e.g. ``{"epsilon_high": 0.28}``.
+    - ``component_params``: per component slot (``"advantage"``, ``"policy_loss"``, ...),
+      keyword arguments for that component.
+    """
+
+    name: str
+    trainer: TrainerKind = "online"
+    advantage: str | None = None
+    policy_loss: str | None = None
+    aggregation: str | None = None
+    preference_loss: str | None = None
+    kl: KLSpec = field(default_factory=KLSpec)
+    config_defaults: dict[str, Any] = field(default_factory=dict)
+    component_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    description: str = ""
+
+    def with_overrides(self, **overrides: Any) -> "Algorithm":
+        """A copy with some component names, the KL spec or params replaced (None keeps)."""
+        from dataclasses import replace
+
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,121 @@
+"""One call from an algorithm name to a ready TRL trainer."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable
+
+from rlplug.algorithm import Algorithm, KLSpec
+from rlplug.plugins import get_registry
+
+RewardSpec = str | Callable[..., Any]
+
+
+def resolve_algorithm(
+    algorithm: str | Algorithm,
+    *,
+    advantage: str | None = None,
+    policy_loss: str | None = None,
+    aggregation: str | None = None,
+    kl: KLSpec | dict[str, Any] | None = None,
+    component_params: dict[str, dict[str, Any]] | None = None,
+) -> Algorithm:
+    """The recipe by name (or as given), with component names, KL spec and params overridden."""
+    recipe = get_registry().get("algorithms", algorithm) if isinstance(algorithm, str) else algorithm
+    if isinstance(kl, dict):
+        kl = replace(recipe.kl, **kl)
+    params = {slot: dict(values) for slot, values in recipe.component_params.items()}
+    for slot, values in (component_params or {}).items():
+        params.setdefault(slot, {}).update(values)
+    return recipe.with_overrides(
+        advantage=advantage, policy_loss=policy_loss, aggregation=aggregation, kl=kl, component_params=params
+    )
+
+
+def resolve_reward_functions(rewards: list[RewardSpec] | RewardSpec | None) -> list[Callable[..., Any]] | None:
+    """Reward functions by registry name, or callables/models passed through."""
+    if rewards is None:
+        return None
+    if not isinstance(rewards, (list, tuple)):
+        rewards = [rewards]
+    registry = get_registry()
+    return [registry.get("reward_functions", r) if isinstance(r, str) else r for r in rewards]
+
+
+def _config_for(recipe: Algorithm, overrides: dict[str, Any]) -> Any:
+    from trl import GRPOConfig
+
+    fields = {"output_dir": "rlplug-output", **recipe.config_defaults, **overrides}
+    return GRPOConfig(**fields)
+
+
+def _kl_from_trl_fields(recipe: Algorithm, overrides: dict[str, Any], kl_given: bool) -> Algorithm:
+    """TRL's ``beta`` and ``use_bias_correction_kl`` set the KL coefficient and ratio unless ``kl`` is given."""
+    beta = overrides.pop("beta", None)
+    bias_correction = overrides.pop("use_bias_correction_kl", None)
+    if kl_given and (beta is not None or bias_correction is not None):
+        raise ValueError("give the KL coefficient once: either `kl: {coef: ...}` or TRL's `beta`, not both")
+    changes = {}
+    if beta is not None:
+        changes["coef"] = float(beta)
+    if bias_correction is not None:
+        changes["importance_ratio"] = bool(bias_correction)
+    return replace(recipe, kl=replace(recipe.kl, **changes)) if changes else recipe
+
+
+def build_trainer(
+    algorithm: str | Algorithm = "grpo",
+    *,
+    model: Any,
+    reward_funcs: list[RewardSpec] | RewardSpec | None = None,
+    train_dataset: Any = None,
+    eval_dataset: Any = None,
+    processing_class: Any = None,
+    peft_config: Any = None,
+    advantage: str | None = None,
+    policy_loss: str | None = None,
+    aggregation: str | None = None,
+    kl: KLSpec | dict[str, Any] | None = None,
+    component_params: dict[str, dict[str, Any]] | None = None,
+    callbacks: list[Any] | None = None,
+    **config_overrides: Any,
+) -> Any:
+    """Build a TRL trainer for ``algorithm`` with any component or TRL config field overridden.
+
+    ``model`` is a hub id, a local path or a loaded model; ``peft_config`` a PEFT config
+    (LoRA). ``config_overrides`` are fields of the TRL config of the algorithm's trainer
+    (for online algorithms, ``trl.GRPOConfig``), e.g. ``learning_rate=1e-5, num_generations=8``.
+
+    >>> trainer = build_trainer("dapo", model="Qwen/Qwen2.5-0.5B-Instruct",
+    ...     reward_funcs=[my_reward], train_dataset=ds, advantage="group_mean",
+    ...     peft_config=LoraConfig(r=16, target_modules="all-linear"))
+    """
+    recipe = resolve_algorithm(
+        algorithm, advantage=advantage, policy_loss=policy_loss, aggregation=aggregation, kl=kl,
+        component_params=component_params,
+    )
+    overrides = dict(config_overrides)
+    recipe = _kl_from_trl_fields(recipe, overrides, kl_given=kl is not None)
+    adapter = ADAPTERS.get(recipe.trainer)
+    if adapter is None:
+        raise NotImplementedError(f"algorithm {recipe.name!r} needs a {recipe.trainer!r} trainer, not available yet")
+    return adapter(
+        recipe,
+        model=model,
+        reward_funcs=resolve_reward_functions(reward_funcs),
+        args=_config_for(recipe, overrides),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processing_class,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+def _online_trainer(recipe: Algorithm, **kwargs: Any) -> Any:
+    from rlplug.trl.grpo import RLPlugGRPOTrainer
+
+    return RLPlugGRPOTrainer(algorithm=recipe, **kwargs)
+
+
+ADAPTERS: dict[str, Callable[..., Any]] = {"online": _online_trainer}

@@ -1,0 +1,25 @@
+"""The built-in plugin: shared components that live in the core."""
+
+from rlplug.components import aggregation, kl
+from rlplug.tasks import arithmetic
+from rlplug.hookspecs import hookimpl
+
+
+@hookimpl
+def register_kl_estimators(register):
+    register("k1", kl.k1)
+    register("k2", kl.k2)
+    register("k3", kl.k3)
+
+
+@hookimpl
+def register_loss_aggregations(register):
+    register("sequence_mean_token_mean", aggregation.sequence_mean_token_mean)
+    register("local_token_mean", aggregation.local_token_mean)
+    register("constant_normalizer", aggregation.constant_normalizer)
+    register("global_token_mean", aggregation.global_token_mean)
+
+
+@hookimpl
+def register_reward_functions(register):
+    register("arithmetic_exact_match", arithmetic.exact_match)

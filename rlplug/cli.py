@@ -1,0 +1,49 @@
+"""The ``rlplug`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rlplug.plugins import describe_plugins, load_failures
+
+
+def _plugins_command(args: argparse.Namespace) -> int:
+    rows = describe_plugins(include_builtins=args.all)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            label = row["entry_point"] or row["module"]
+            print(f"{row['name']} {row['version']} ({label})")
+            for kind, names in row["components"].items():
+                print(f"  {kind}: {', '.join(names)}")
+    for message in load_failures().values():
+        print(message, file=sys.stderr)
+    return 0
+
+
+def _train_command(argv: list[str]) -> int:
+    from rlplug.train_cli import main as train_main
+
+    return train_main(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        return _train_command(argv[1:])
+    parser = argparse.ArgumentParser(prog="rlplug", description="RL post-training plugins on TRL.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("train", help="train with a config (rlplug train --help)")
+    listing = commands.add_parser("plugins", help="list installed plugins and their components")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--all", action="store_true", help="include the built-in components")
+    listing.set_defaults(handler=_plugins_command)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Built-in shared components: KL estimators and loss aggregations."""

@@ -1,0 +1,73 @@
+"""Loss aggregations: how a per-token loss becomes the scalar that is differentiated.
+
+Each returns the loss already divided for gradient accumulation, as TRL's GRPOTrainer
+does (``loss_is_scaled_for_ga``), in the same operation order so results match bitwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class AggregationContext:
+    """What an aggregation may need besides the loss and the mask.
+
+    - ``gradient_accumulation_steps``: micro-batches per optimizer step now (1 in eval).
+    - ``num_items_in_batch``: completion tokens in the whole generation batch, all processes.
+    - ``num_processes``, ``steps_per_generation``: to turn that count into one micro-batch's share.
+    - ``max_completion_length``: the constant of Dr.GRPO's normalizer.
+    - ``training``: False in evaluation, where nothing is accumulated.
+    """
+
+    gradient_accumulation_steps: int = 1
+    num_items_in_batch: torch.Tensor | None = None
+    num_processes: int = 1
+    steps_per_generation: int = 1
+    max_completion_length: int = 1
+    training: bool = True
+
+
+def sequence_mean_token_mean(per_token_loss: torch.Tensor, mask: torch.Tensor, ctx: AggregationContext) -> torch.Tensor:
+    """Mean over sequences of each sequence's token mean: (1/B) sum_i (1/|o_i|) sum_t l_it.
+
+    GRPO as published (Shao et al. 2024, DeepSeekMath, arXiv:2402.03300); TRL ``loss_type="grpo"``.
+    Biased toward short sequences (Liu et al. 2025, Dr.GRPO).
+    """
+    loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    return loss / ctx.gradient_accumulation_steps
+
+
+def local_token_mean(per_token_loss: torch.Tensor, mask: torch.Tensor, ctx: AggregationContext) -> torch.Tensor:
+    """Token mean over this micro-batch: sum_it l_it / sum_it m_it.
+
+    BNPO-style batch normalization; TRL ``loss_type="bnpo"``.
+    """
+    loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
+    return loss / ctx.gradient_accumulation_steps
+
+
+def constant_normalizer(per_token_loss: torch.Tensor, mask: torch.Tensor, ctx: AggregationContext) -> torch.Tensor:
+    """Sum divided by a constant: sum_it l_it / (B * L_max).
+
+    Dr.GRPO (Liu et al. 2025, "Understanding R1-Zero-Like Training", arXiv:2503.20783);
+    TRL ``loss_type="dr_grpo"``. No length bias.
+    """
+    loss = (per_token_loss * mask).sum() / (per_token_loss.size(0) * ctx.max_completion_length)
+    return loss / ctx.gradient_accumulation_steps
+
+
+def global_token_mean(per_token_loss: torch.Tensor, mask: torch.Tensor, ctx: AggregationContext) -> torch.Tensor:
+    """Token-level mean over the whole generation batch: sum_it l_it / N_tokens(global).
+
+    DAPO (Yu et al. 2025, arXiv:2503.14476); TRL ``loss_type="dapo"``. The global token
+    count is shared across processes and accumulation steps, so every token weighs the same.
+    """
+    if ctx.num_items_in_batch is None:
+        raise ValueError("global_token_mean needs num_items_in_batch in the aggregation context")
+    normalizer = ctx.num_items_in_batch.clamp(min=1.0) / ctx.num_processes
+    if ctx.training:
+        normalizer = normalizer * ctx.gradient_accumulation_steps / ctx.steps_per_generation
+    return (per_token_loss * mask).sum() / normalizer

@@ -1,0 +1,1 @@
+"""Built-in tasks that need no download."""

@@ -1,0 +1,223 @@
+"""The online adapter: TRL's GRPOTrainer with rlplug's advantage, loss, aggregation and KL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from rlplug.algorithm import Algorithm
+from rlplug.components.aggregation import AggregationContext
+from rlplug.kl_placement import check_kl_spec, kl_value, loss_kl_term, reward_kl_token_rewards
+from rlplug.resolve import OnlineComponents, resolve_online
+from rlplug.rollout import Rollout
+from rlplug.trl.compat import check_methods, refuse_unsupported
+
+_RELIED_ON = {
+    "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
+    "_generate_and_score_completions": ("self", "inputs"),
+    "_compute_loss": ("self", "model", "inputs"),
+    "_get_per_token_logps_and_entropies": (
+        "self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy",
+        "compute_aux_loss",
+    ),
+}
+_MULTIMODAL_KEYS = (
+    "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes", "num_tiles",
+    "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
+)
+
+
+def _refuse_unsupported_features(args: GRPOConfig) -> None:
+    refuse_unsupported(
+        {
+            f"loss_type={args.loss_type!r}": (
+                args.loss_type != "dapo",
+                "choose `algorithm`, or `policy_loss` and `aggregation`, instead of TRL's loss_type",
+            ),
+            f"importance_sampling_level={args.importance_sampling_level!r}": (
+                args.importance_sampling_level != "token",
+                "select `policy_loss: gspo_clip` for a sequence-level ratio",
+            ),
+            f"scale_rewards={args.scale_rewards!r}": (
+                args.scale_rewards not in ("group", True),
+                "select the advantage estimator instead, e.g. `advantage: group_mean`",
+            ),
+            f"multi_objective_aggregation={args.multi_objective_aggregation!r}": (
+                args.multi_objective_aggregation != "sum_then_normalize",
+                "rewards are summed with their weights, then the advantage estimator runs",
+            ),
+            "top_entropy_quantile<1 (entropy mask)": (args.top_entropy_quantile < 1.0, "unset it"),
+            "entropy bonus (entropy_coef / use_adaptive_entropy)": (
+                args.entropy_coef != 0.0 or args.use_adaptive_entropy,
+                "unset it",
+            ),
+            "off_policy_mask_threshold": (args.off_policy_mask_threshold is not None, "unset it"),
+            "vLLM importance sampling correction": (
+                args.use_vllm and args.vllm_importance_sampling_correction,
+                "set vllm_importance_sampling_correction=False",
+            ),
+        }
+    )
+
+
+class RLPlugGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer whose advantages, policy loss, aggregation and KL come from rlplug components.
+
+    Generation, reward calls, reference handling under PEFT, vLLM, logging and checkpoints
+    are TRL's. Only ``_generate_and_score_completions`` (advantages) and ``_compute_loss``
+    are replaced. KL: ``placement="loss"`` adds ``coef * estimator [* pi/pi_old]`` to the
+    per-token loss; ``placement="reward"`` subtracts ``coef * estimator`` from the rewards
+    (per token, detached) before the advantage estimator runs.
+    """
+
+    def __init__(self, model: Any, reward_funcs: Any = None, args: GRPOConfig | None = None, *,
+                 algorithm: Algorithm, **kwargs: Any) -> None:
+        check_methods(GRPOTrainer, _RELIED_ON)
+        if args is None:
+            raise ValueError("RLPlugGRPOTrainer needs a GRPOConfig; rlplug.build_trainer makes one")
+        _refuse_unsupported_features(args)
+        check_kl_spec(algorithm.kl)
+        self.components: OnlineComponents = resolve_online(algorithm, args)
+        # TRL's beta decides whether a reference is set up and its log-probs computed.
+        args.beta = float(algorithm.kl.coef) if algorithm.kl.active else 0.0
+        self._gathered_rewards_per_func: torch.Tensor | None = None
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+
+    # ---- advantages -------------------------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._gathered_rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        rollout = self._build_rollout(output, mode)
+        advantages = self.components.advantage(rollout)
+        if advantages.shape[0] != rollout.batch_size:
+            raise ValueError(
+                f"advantage estimator {self.components.advantage.name!r} returned shape {tuple(advantages.shape)}, "
+                f"expected ({rollout.batch_size},) or ({rollout.batch_size}, T)"
+            )
+        local_batch = output["completion_ids"].shape[0]
+        start = self.accelerator.process_index * local_batch
+        local = advantages[start : start + local_batch]
+        if local.dim() == 2:
+            local = local[:, : output["completion_ids"].shape[1]]
+        output["advantages"] = local
+        self._log_advantages(advantages, rollout)
+        return output
+
+    def _gather_tokens(self, tensor: torch.Tensor) -> torch.Tensor:
+        padded = self.accelerator.pad_across_processes(tensor, dim=1, pad_index=0)
+        return self.accelerator.gather(padded)
+
+    def _build_rollout(self, output: dict[str, Any], mode: str) -> Rollout:
+        rewards_per_func = self._gathered_rewards_per_func
+        unscorable = torch.isnan(rewards_per_func).all(dim=1)
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+        rewards[unscorable] = torch.nan
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        group_ids = torch.arange(rewards.shape[0], device=rewards.device) // num_generations
+        mask = output["completion_mask"]
+        if "tool_mask" in output:
+            mask = mask * output["tool_mask"]
+        token_rewards = None
+        if self.components.kl.active and self.components.kl.placement == "reward":
+            sampling_logps = output.get("old_per_token_logps")
+            if sampling_logps is None:
+                sampling_logps = self._sampling_logps(output)
+            ref_logps = output["ref_per_token_logps"]
+            token_rewards = self._gather_tokens(
+                reward_kl_token_rewards(self.components.kl, self.components.kl_estimator, sampling_logps, ref_logps, mask)
+            )
+            self._metrics[mode]["kl"].append(self._global_masked_mean(kl_value(sampling_logps, ref_logps), mask))
+        return Rollout(
+            rewards=rewards,
+            rewards_per_func=rewards_per_func,
+            group_ids=group_ids,
+            completion_mask=self._gather_tokens(mask),
+            token_rewards=token_rewards,
+        )
+
+    @torch.no_grad()
+    def _sampling_logps(self, output: dict[str, Any]) -> torch.Tensor:
+        """Log-probs of the sampling policy, when TRL skipped them because the loss needs none."""
+        input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        logps, _, _ = self._get_per_token_logps_and_entropies(
+            self.model, input_ids, attention_mask, output["completion_ids"].size(1),
+            batch_size=self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size,
+            **{key: output[key] for key in _MULTIMODAL_KEYS if key in output},
+        )
+        return logps
+
+    def _log_advantages(self, advantages: torch.Tensor, rollout: Rollout) -> None:
+        if advantages.dim() == 2:
+            mask = rollout.completion_mask
+            advantages = (advantages * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+        logged = self._logs["advantages"]
+        for _ in range(min(len(logged), rollout.batch_size)):
+            logged.pop()
+        logged.extend(advantages.tolist())
+
+    # ---- loss -------------------------------------------------------------------------
+
+    def _aggregation_context(self, inputs: dict[str, Any], training: bool) -> AggregationContext:
+        return AggregationContext(
+            gradient_accumulation_steps=self.current_gradient_accumulation_steps if training else 1,
+            num_items_in_batch=inputs.get("num_items_in_batch"),
+            num_processes=self.accelerator.num_processes,
+            steps_per_generation=self.args.steps_per_generation,
+            max_completion_length=self.max_completion_length,
+            training=training,
+        )
+
+    def _global_masked_mean(self, values: torch.Tensor, mask: torch.Tensor) -> float:
+        if values.shape[1] == 1:
+            local_sum = values.sum()
+            local_count = torch.tensor(float(values.shape[0]), device=values.device)
+        else:
+            local_sum, local_count = (values * mask).sum(), mask.sum().float()
+        totals = self.accelerator.reduce(torch.stack([local_sum, local_count]), reduction="sum")
+        return (totals[0] / totals[1].clamp(min=1.0)).item()
+
+    def _compute_loss(self, model, inputs):
+        completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
+        input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], completion_mask], dim=1)
+        mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
+        logps, entropies, aux_loss = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, completion_ids.size(1),
+            compute_entropy=True, compute_aux_loss=self.aux_loss_enabled,
+            **{key: inputs.get(key) for key in _MULTIMODAL_KEYS},
+        )
+        advantages = inputs["advantages"]
+        if advantages.dim() == 1:
+            advantages = advantages.unsqueeze(1)
+        old_logps = inputs.get("old_per_token_logps")
+        old_logps = logps.detach() if old_logps is None else old_logps
+
+        per_token_loss, loss_metrics = self.components.policy_loss(logps, old_logps, advantages, mask)
+        kl = self.components.kl
+        if kl.active and kl.placement == "loss":
+            ref_logps = inputs["ref_per_token_logps"]
+            per_token_loss = per_token_loss + loss_kl_term(kl, self.components.kl_estimator, logps, old_logps, ref_logps)
+
+        training = self.model.training
+        loss = self.components.aggregation(per_token_loss, mask, self._aggregation_context(inputs, training))
+        mode = "train" if training else "eval"
+        if self.aux_loss_enabled:
+            normalizer = self.current_gradient_accumulation_steps if training else 1.0
+            loss = loss + self.router_aux_loss_coef * aux_loss / normalizer
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
+
+        if kl.active and kl.placement == "loss":
+            self._metrics[mode]["kl"].append(self._global_masked_mean(kl_value(logps, ref_logps), mask))
+        self._metrics[mode]["entropy"].append(self._global_masked_mean(entropies, mask))
+        for name in sorted(loss_metrics):
+            self._metrics[mode][name].append(self._global_masked_mean(loss_metrics[name], mask))
+        return loss
