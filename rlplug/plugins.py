@@ -123,7 +123,7 @@ def get_registry() -> Registry:
     registry = Registry()
     for kind in COMPONENT_KINDS:
         hook = getattr(pm.hook, f"register_{kind}")
-        for impl in reversed(hook.get_hookimpls()):
+        for impl in hook.get_hookimpls():
             source = _state.sources.get(impl.plugin_name) or PluginSource(impl.plugin_name, "unknown", "?")
             kwargs = {"register": make_register(registry, kind, source)}
             impl.function(**{name: kwargs[name] for name in impl.argnames})
