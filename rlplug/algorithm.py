@@ -19,18 +19,29 @@ class KLSpec:
     - ``placement="loss"``: ``coef * estimator`` is added to the per-token loss and
       differentiated, times the importance ratio pi/pi_old when ``importance_ratio``.
     - ``placement="none"`` or ``coef == 0``: no KL, and no reference forward pass.
+    - ``future_kl_correction`` (loss placement): adds sg(sum_{u>t} k1_u) * log pi_t, which
+      makes per-token loss forms exact for sequences.
+    - ``target``: a target KL per sequence turns on PPO's adaptive coefficient (Ziegler et al.
+      2019), adapted over ``horizon`` completions; ``coef`` is then its starting value.
     """
 
     estimator: str = "k1"
     placement: KLPlacementName = "reward"
     coef: float = 0.0
     importance_ratio: bool = True
+    future_kl_correction: bool = False
+    target: float | None = None
+    horizon: int = 10000
 
     def __post_init__(self) -> None:
         if self.placement not in KL_PLACEMENTS:
             raise ValueError(f"kl.placement must be one of {', '.join(KL_PLACEMENTS)}; got {self.placement!r}")
         if not isinstance(self.coef, (int, float)) or self.coef < 0:
             raise ValueError(f"kl.coef must be a number >= 0; got {self.coef!r}")
+        if self.target is not None and (self.target <= 0 or self.coef <= 0):
+            raise ValueError("kl.target (adaptive KL) needs a target > 0 and a starting kl.coef > 0")
+        if self.horizon <= 0:
+            raise ValueError(f"kl.horizon must be > 0; got {self.horizon!r}")
 
     @property
     def active(self) -> bool:

@@ -10,6 +10,8 @@ def register_kl_estimators(register):
     register("k1", kl.k1)
     register("k2", kl.k2)
     register("k3", kl.k3)
+    register("k1_straight_through", kl.k1_straight_through)
+    register("k3_straight_through", kl.k3_straight_through)
 
 
 @hookimpl

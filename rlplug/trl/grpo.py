@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -9,6 +12,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from rlplug.algorithm import Algorithm
 from rlplug.components.aggregation import AggregationContext
+from rlplug.kl_control import AdaptiveKLController
 from rlplug.kl_placement import check_kl_spec, kl_value, loss_kl_term, reward_kl_token_rewards
 from rlplug.resolve import OnlineComponents, resolve_online
 from rlplug.rollout import Rollout
@@ -78,12 +82,28 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         if args is None:
             raise ValueError("RLPlugGRPOTrainer needs a GRPOConfig; rlplug.build_trainer makes one")
         _refuse_unsupported_features(args)
-        check_kl_spec(algorithm.kl)
         self.components: OnlineComponents = resolve_online(algorithm, args)
+        kl = algorithm.kl
+        check_kl_spec(
+            kl,
+            self.components.kl_estimator.fn if self.components.kl_estimator else None,
+            off_policy=args.num_iterations > 1 or args.use_vllm,
+        )
+        self.kl_controller = (
+            AdaptiveKLController(coef=kl.coef, target=kl.target, horizon=kl.horizon)
+            if kl.active and kl.target is not None
+            else None
+        )
         # TRL's beta decides whether a reference is set up and its log-probs computed.
         args.beta = float(algorithm.kl.coef) if algorithm.kl.active else 0.0
         self._gathered_rewards_per_func: torch.Tensor | None = None
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+
+    @property
+    def current_kl(self):
+        """The KL spec with the coefficient in force now (it moves under the adaptive controller)."""
+        kl = self.components.kl
+        return kl if self.kl_controller is None else replace(kl, coef=self.kl_controller.coef)
 
     # ---- advantages -------------------------------------------------------------------
 
@@ -126,15 +146,21 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         if "tool_mask" in output:
             mask = mask * output["tool_mask"]
         token_rewards = None
-        if self.components.kl.active and self.components.kl.placement == "reward":
+        kl = self.current_kl
+        if kl.active:
+            self._metrics[mode]["kl_coef"].append(kl.coef)
+        if kl.active and (kl.placement == "reward" or self.kl_controller is not None):
             sampling_logps = output.get("old_per_token_logps")
             if sampling_logps is None:
                 sampling_logps = self._sampling_logps(output)
             ref_logps = output["ref_per_token_logps"]
-            token_rewards = self._gather_tokens(
-                reward_kl_token_rewards(self.components.kl, self.components.kl_estimator, sampling_logps, ref_logps, mask)
-            )
-            self._metrics[mode]["kl"].append(self._global_masked_mean(kl_value(sampling_logps, ref_logps), mask))
+            if kl.placement == "reward":
+                token_rewards = self._gather_tokens(
+                    reward_kl_token_rewards(kl, self.components.kl_estimator, sampling_logps, ref_logps, mask)
+                )
+                self._metrics[mode]["kl"].append(self._global_masked_mean(kl_value(sampling_logps, ref_logps), mask))
+            if self.kl_controller is not None and mode == "train":
+                self._update_kl_controller(kl_value(sampling_logps, ref_logps), mask)
         return Rollout(
             rewards=rewards,
             rewards_per_func=rewards_per_func,
@@ -142,6 +168,27 @@ class RLPlugGRPOTrainer(GRPOTrainer):
             completion_mask=self._gather_tokens(mask),
             token_rewards=token_rewards,
         )
+
+    def _update_kl_controller(self, per_token_kl: torch.Tensor, mask: torch.Tensor) -> None:
+        """Feed the controller the mean per-sequence KL of the global batch."""
+        sequence_kl = self.accelerator.gather((per_token_kl * mask).sum(-1))
+        self.kl_controller.update(sequence_kl.mean().item(), sequence_kl.numel())
+
+    _KL_CONTROLLER_FILE = "rlplug_kl_controller.json"
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.kl_controller is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            with open(os.path.join(folder, self._KL_CONTROLLER_FILE), "w") as handle:
+                json.dump(self.kl_controller.state_dict(), handle)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        path = os.path.join(checkpoint, self._KL_CONTROLLER_FILE) if checkpoint else None
+        if self.kl_controller is not None and path and os.path.exists(path):
+            with open(path) as handle:
+                self.kl_controller.load_state_dict(json.load(handle))
 
     @torch.no_grad()
     def _sampling_logps(self, output: dict[str, Any]) -> torch.Tensor:
@@ -202,10 +249,12 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         old_logps = logps.detach() if old_logps is None else old_logps
 
         per_token_loss, loss_metrics = self.components.policy_loss(logps, old_logps, advantages, mask)
-        kl = self.components.kl
+        kl = self.current_kl
         if kl.active and kl.placement == "loss":
             ref_logps = inputs["ref_per_token_logps"]
-            per_token_loss = per_token_loss + loss_kl_term(kl, self.components.kl_estimator, logps, old_logps, ref_logps)
+            per_token_loss = per_token_loss + loss_kl_term(
+                kl, self.components.kl_estimator, logps, old_logps, ref_logps, mask
+            )
 
         training = self.model.training
         loss = self.components.aggregation(per_token_loss, mask, self._aggregation_context(inputs, training))
