@@ -112,7 +112,7 @@ def test_unknown_name_suggests_close_matches():
 def test_unknown_name_with_nothing_close_lists_what_exists():
     with pytest.raises(UnknownComponentError) as error:
         plugins.get_registry().get("kl_estimators", "zzz")
-    assert "Did you mean" not in str(error.value) and "Available: k1, k2, k3" in str(error.value)
+    assert "Did you mean" not in str(error.value) and "Available: k1, k1_straight_through, k2, k3" in str(error.value)
 
 
 def test_disable_and_load_controls(site, monkeypatch):
@@ -125,7 +125,7 @@ def test_disable_and_load_controls(site, monkeypatch):
     monkeypatch.delenv("RLPLUG_DISABLE_PLUGINS")
     monkeypatch.setenv("RLPLUG_LOAD_PLUGINS", "")
     registry = plugins.get_registry()
-    assert registry.names("algorithms") == [] and registry.names("kl_estimators") == ["k1", "k2", "k3"]
+    assert registry.names("algorithms") == [] and "k3" in registry.names("kl_estimators")
 
     plugins.reset()
     monkeypatch.setenv("RLPLUG_LOAD_PLUGINS", "good")
@@ -144,7 +144,7 @@ def test_plugins_json_lists_distributions_with_components(capsys):
     assert cli_main(["plugins", "--json", "--all"]) == 0
     rows = json.loads(capsys.readouterr().out)
     core = next(row for row in rows if row["name"] == "rlplug")
-    assert core["components"]["kl_estimators"] == ["k1", "k2", "k3"]
+    assert {"k1", "k2", "k3"} <= set(core["components"]["kl_estimators"])
 
 
 def test_hookimpl_may_take_a_subset_and_components_are_attributed(site):
