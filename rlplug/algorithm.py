@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 TrainerKind = Literal["online", "paired_preference", "unpaired_preference"]
@@ -71,6 +71,4 @@ class Algorithm:
 
     def with_overrides(self, **overrides: Any) -> "Algorithm":
         """A copy with some component names, the KL spec or params replaced (None keeps)."""
-        from dataclasses import replace
-
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

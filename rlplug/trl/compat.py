@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 import warnings
 
-
 import trl
 
 TESTED_TRL_MINOR = "1.16"
