@@ -6,7 +6,8 @@ the answer compared by value. Extraction, first match wins:
 1. the content of the last ``<answer>…</answer>`` (configurable tag; nested tags are
    dropped, so ``<answer><answer>5</answer></answer>`` reads ``5``);
 2. inside it (or, without tags, anywhere) the last ``\boxed{…}`` / ``\fbox{…}``;
-3. with tags, the tag content itself; without tags, the last number in the completion.
+3. with tags, the tag content itself; without tags, the whole completion when it reads
+   as a number, else the last number in it.
 
 Normalization: whitespace is removed, thousands separators ``1,000`` and ``1\,000`` are
 dropped, a leading ``$`` and a trailing ``%`` or ``.`` are dropped, ``\frac{a}{b}`` is
@@ -60,7 +61,9 @@ def extract_answer(text: str, answer_tag: str = "answer") -> str | None:
         return boxed.strip()
     if region is not None:
         return region.strip()
-    numbers = _NUMBER.findall(text)
+    if parse_number(text) is not None:
+        return text.strip()
+    numbers = _NUMBER.findall(_FRAC.sub(r"\1/\2", text))
     return numbers[-1] if numbers else None
 
 
