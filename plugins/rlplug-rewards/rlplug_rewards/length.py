@@ -48,7 +48,7 @@ def overlong_penalty(
 ) -> list[float | None]:
     """DAPO's soft overlong punishment: 0 up to L_max - L_cache, linear down to -1 at L_max, -1 beyond.
 
-    Reads no dataset column; counts tokens from ``completion_ids`` (passed by TRL) or
+    Reads no dataset column; counts tokens in ``completion_ids`` (passed by TRL; a generated EOS counts) or
     characters with ``unit="chars"``. ``max_completion_length`` defaults to the trainer
     config's field of that name; ``cache_length`` (L_cache) must be given.
     """

@@ -54,8 +54,9 @@ def last_boxed(text: str) -> str | None:
 
 def extract_answer(text: str, answer_tag: str = "answer") -> str | None:
     """The final answer of a completion, by the rules in the module docstring; None if there is none."""
-    tagged = re.findall(rf"<{answer_tag}>(.*?)</{answer_tag}>", text, flags=re.DOTALL)
-    region = re.sub(rf"</?{answer_tag}>", "", tagged[-1]) if tagged else None
+    tag = re.escape(answer_tag)
+    tagged = re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.DOTALL)
+    region = re.sub(rf"</?{tag}>", "", tagged[-1]) if tagged else None
     boxed = last_boxed(region if region is not None else text)
     if boxed is not None:
         return boxed.strip()
