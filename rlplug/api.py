@@ -7,8 +7,7 @@ from typing import Any, Callable
 
 from rlplug.algorithm import Algorithm, KLSpec
 from rlplug.plugins import get_registry
-
-RewardSpec = str | Callable[..., Any]
+from rlplug.rewards import RewardSpec, build_reward_functions
 
 
 def resolve_algorithm(
@@ -32,14 +31,11 @@ def resolve_algorithm(
     )
 
 
-def resolve_reward_functions(rewards: list[RewardSpec] | RewardSpec | None) -> list[Callable[..., Any]] | None:
-    """Reward functions by registry name, or callables/models passed through."""
+def resolve_reward_functions(rewards: list[RewardSpec] | RewardSpec | None, config: Any = None) -> list[Callable[..., Any]] | None:
+    """Reward functions by registry name or config entry (bound and guarded, see rlplug.rewards)."""
     if rewards is None:
         return None
-    if not isinstance(rewards, (list, tuple)):
-        rewards = [rewards]
-    registry = get_registry()
-    return [registry.get("reward_functions", r) if isinstance(r, str) else r for r in rewards]
+    return build_reward_functions(rewards, config)[0]
 
 
 def _config_for(recipe: Algorithm, overrides: dict[str, Any]) -> Any:
@@ -99,11 +95,17 @@ def build_trainer(
     adapter = ADAPTERS.get(recipe.trainer)
     if adapter is None:
         raise NotImplementedError(f"algorithm {recipe.name!r} needs a {recipe.trainer!r} trainer, not available yet")
+    args = _config_for(recipe, overrides)
+    rewards, reward_weights = build_reward_functions(reward_funcs, args) if reward_funcs is not None else (None, None)
+    if reward_weights is not None:
+        if args.reward_weights is not None:
+            raise ValueError("give reward weights once: as `weight` in the rewards entries or as reward_weights, not both")
+        args.reward_weights = reward_weights
     return adapter(
         recipe,
         model=model,
-        reward_funcs=resolve_reward_functions(reward_funcs),
-        args=_config_for(recipe, overrides),
+        reward_funcs=rewards,
+        args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=processing_class,
