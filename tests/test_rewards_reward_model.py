@@ -7,7 +7,7 @@ import importlib
 import pytest
 import torch
 
-from rlplug.rewards import arithmetic_preference_pairs, train_reward_model, train_rm_main
+from rlplug.reward_model_training import arithmetic_preference_pairs, train_reward_model, train_rm_main
 from rlplug.tasks.arithmetic import split_problems
 from rlplug_rewards.reward_model import reward_model
 
