@@ -30,13 +30,24 @@ def _train_command(argv: list[str]) -> int:
     return train_main(argv)
 
 
+def _train_reward_model_command(argv: list[str]) -> int:
+    from rlplug.reward_model_training import train_rm_main
+
+    return train_rm_main(argv)
+
+
+# Commands that parse their own arguments (TRL-style `--field value` overrides).
+PASS_THROUGH_COMMANDS = {"train": _train_command, "train-rm": _train_reward_model_command}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:
-        return _train_command(argv[1:])
+    if argv[:1] and argv[0] in PASS_THROUGH_COMMANDS:
+        return PASS_THROUGH_COMMANDS[argv[0]](argv[1:])
     parser = argparse.ArgumentParser(prog="rlplug", description="RL post-training plugins on TRL.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("train", help="train with a config (rlplug train --help)")
+    commands.add_parser("train-rm", help="train a reward model with TRL's RewardTrainer (rlplug train-rm --help)")
     listing = commands.add_parser("plugins", help="list installed plugins and their components")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.add_argument("--all", action="store_true", help="include the built-in components")
