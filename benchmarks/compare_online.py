@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         model = str(save_tiny_model(output_dir / "tiny-model", seed=args.seed))
         if args.warmup_steps > 0:
             model = warm_up(model, output_dir, args)
-    results = [{"algorithm": "warm-up only", "reward_curve": [], "train_seconds": 0.0,
-                "eval_accuracy": held_out_accuracy(AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model), args)}]
+    start_accuracy = held_out_accuracy(AutoModelForCausalLM.from_pretrained(model), AutoTokenizer.from_pretrained(model), args)
+    results = [{"algorithm": "starting model", "reward_curve": [], "train_seconds": 0.0, "eval_accuracy": start_accuracy}]
     results += [train_one(name.strip(), model, args, output_dir) for name in args.algorithms.split(",") if name.strip()]
     write_outputs(results, args, output_dir)
 

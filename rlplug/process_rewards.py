@@ -59,7 +59,10 @@ def parse_completion_reward(value: Any, length: int | None, where: str) -> tuple
     if isinstance(value, torch.Tensor):
         value = value.tolist()
     if not isinstance(value, Sequence) or isinstance(value, str):
-        raise TypeError(f"{where}: expected a float, None, (token_index, reward) pairs or a per-token list; got {type(value).__name__}")
+        raise TypeError(
+            f"{where}: expected a float, None, (token_index, reward) pairs or a per-token list; "
+            f"got {type(value).__name__}"
+        )
     if len(value) == 0:
         return None, None
     pairs = [(index, reward) for index, reward in value] if _is_pair(value[0]) else list(enumerate(value))
@@ -91,7 +94,8 @@ class StepRewardFunction:
         values, steps = [], []
         for row, output in enumerate(outputs):
             length = len(completion_ids[row]) if completion_ids is not None and row < len(completion_ids) else None
-            value, row_steps = parse_completion_reward(output, length, f"reward function {self.__name__!r}, completion {row}")
+            where = f"reward function {self.__name__!r}, completion {row}"
+            value, row_steps = parse_completion_reward(output, length, where)
             values.append(value)
             steps.append(row_steps)
         self.last_steps = steps
@@ -105,7 +109,9 @@ class StepRewardFunction:
 class AsyncStepRewardFunction(StepRewardFunction):
     """:class:`StepRewardFunction` for an ``async`` reward function."""
 
-    async def __call__(self, prompts: Any, completions: Any, completion_ids: Any = None, **kwargs: Any) -> list[float | None]:
+    async def __call__(
+        self, prompts: Any, completions: Any, completion_ids: Any = None, **kwargs: Any
+    ) -> list[float | None]:
         outputs = await self.fn(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
         return self._convert(outputs, completion_ids)
 
@@ -148,14 +154,18 @@ def collect_step_rewards(
         if not isinstance(fn, StepRewardFunction):
             continue
         if len(fn.last_steps) != batch_size:
-            raise ValueError(f"reward function {fn.__name__!r} scored {len(fn.last_steps)} completions, expected {batch_size}")
+            raise ValueError(
+                f"reward function {fn.__name__!r} scored {len(fn.last_steps)} completions, expected {batch_size}"
+            )
         for row, steps in enumerate(fn.last_steps):
             if steps is None:
                 continue
             is_process[row, func_index] = True
             for column, reward in steps.items():
                 if column >= width:
-                    raise ValueError(f"reward function {fn.__name__!r}, completion {row}: step index {column} >= {width} tokens")
+                    raise ValueError(
+                        f"reward function {fn.__name__!r}, completion {row}: step index {column} >= {width} tokens"
+                    )
                 rows.append(row)
                 columns.append(column)
                 values.append(float(weights[func_index]) * reward)

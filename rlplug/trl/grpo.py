@@ -157,7 +157,7 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         """Per-step rewards from process-supervision reward functions (rlplug.process_rewards), gathered."""
         completion_ids = output["completion_ids"]
         steps = collect_step_rewards(
-            self.reward_funcs, self.reward_weights, completion_ids.shape[0], completion_ids.shape[1], completion_ids.device
+            self.reward_funcs, self.reward_weights, *completion_ids.shape, completion_ids.device
         )
         step_mask = self._gather_tokens(steps.step_mask.long()).bool()
         if not bool(step_mask.any()):
