@@ -14,6 +14,8 @@ a reward function misbehaves:
   raises become None (unscorable: NaN reward, advantage 0 through the estimator's NaN
   handling), the count goes to TRL's ``log_metric`` as ``rewards/<name>/errors``, a
   warning names the function and the first error, and training continues;
+- a list for a completion is a set of per-step rewards (process supervision) and passes
+  through to rlplug.process_rewards, which checks it;
 - it returns NaN or +-inf for a completion: that value becomes None, counted as
   ``rewards/<name>/nonfinite``; a value that is not a number counts as an error;
 - it returns the wrong number of values: :class:`RewardFunctionError` naming the
@@ -96,7 +98,7 @@ class GuardedReward:
                 errors.append(exc)
         return values, errors
 
-    def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float | None]:
+    def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[Any]:
         size = len(completions)
         errors: list[BaseException] = []
         try:
@@ -116,8 +118,8 @@ class GuardedReward:
         rewards: list[float | None] = []
         nonfinite = 0
         for value in values:
-            if value is None:
-                rewards.append(None)
+            if value is None or isinstance(value, (list, tuple)):
+                rewards.append(value)  # None, or per-step rewards parsed by rlplug.process_rewards
                 continue
             try:
                 number = float(value)

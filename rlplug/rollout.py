@@ -19,6 +19,9 @@ class Rollout:
     - ``completion_mask`` (B, T): 1 for completion tokens that count, 0 for padding.
     - ``token_rewards`` (B, T), optional: per-token rewards (process supervision, KL in the
       reward). Outcome estimators see them summed into the sequence reward.
+    - ``step_mask`` (B, T) bool, optional: the tokens where a reward function gave a step
+      (process) reward, held in ``token_rewards``. A completion scored only by steps has
+      outcome reward 0 (NaN still means unscorable); see ``rlplug.process_rewards``.
     - ``logps``, ``old_logps``, ``ref_logps``, ``values`` (B, T), optional.
     """
 
@@ -31,6 +34,7 @@ class Rollout:
     old_logps: torch.Tensor | None = None
     ref_logps: torch.Tensor | None = None
     values: torch.Tensor | None = None
+    step_mask: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         batch = self.rewards.shape[0]
@@ -40,7 +44,7 @@ class Rollout:
             raise ValueError(f"Rollout.group_ids must be ({batch},), got {tuple(self.group_ids.shape)}")
         if self.completion_mask.dim() != 2 or self.completion_mask.shape[0] != batch:
             raise ValueError(f"Rollout.completion_mask must be ({batch}, T), got {tuple(self.completion_mask.shape)}")
-        for name in ("token_rewards", "logps", "old_logps", "ref_logps", "values"):
+        for name in ("token_rewards", "step_mask", "logps", "old_logps", "ref_logps", "values"):
             value = getattr(self, name)
             if value is not None and value.shape != self.completion_mask.shape:
                 raise ValueError(

@@ -118,7 +118,9 @@ def test_build_trainer_sets_reward_weights_from_entries(tiny_model_dir, tmp_path
         report_to="none", output_dir=str(tmp_path), gradient_checkpointing=False,
     )
     assert trainer.reward_weights.tolist() == pytest.approx([1.0, 0.2])
-    assert trainer.reward_funcs[1].params == {"max_completion_length": 4, "cache_length": 2}
+    guarded = trainer.reward_funcs[1].fn  # the adapter wraps every reward for per-step outputs
+    assert guarded.__name__ == "overlong_penalty"
+    assert guarded.params == {"max_completion_length": 4, "cache_length": 2}
     with pytest.raises(ValueError, match="reward weights once"):
         build_trainer("grpo", model=tiny_model_dir, train_dataset=train_dataset(), reward_weights=[1.0],
                       reward_funcs=[{"name": "accuracy_math", "weight": 1.0}], bf16=False, output_dir=str(tmp_path))

@@ -14,6 +14,7 @@ from rlplug.algorithm import Algorithm
 from rlplug.components.aggregation import AggregationContext
 from rlplug.kl_control import AdaptiveKLController
 from rlplug.kl_placement import check_kl_spec, kl_value, loss_kl_term, reward_kl_token_rewards
+from rlplug.process_rewards import StepRewards, collect_step_rewards, wrap_reward_functions
 from rlplug.resolve import OnlineComponents, resolve_online
 from rlplug.rollout import Rollout
 from rlplug.trl.compat import check_methods, refuse_unsupported
@@ -97,6 +98,7 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         # TRL's beta decides whether a reference is set up and its log-probs computed.
         args.beta = float(algorithm.kl.coef) if algorithm.kl.active else 0.0
         self._gathered_rewards_per_func: torch.Tensor | None = None
+        reward_funcs = wrap_reward_functions(reward_funcs)  # per-step rewards: TRL sees their sum
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
 
     @property
@@ -145,7 +147,13 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         mask = output["completion_mask"]
         if "tool_mask" in output:
             mask = mask * output["tool_mask"]
-        token_rewards = None
+        steps = self._gathered_step_rewards(output)
+        token_rewards = step_mask = None
+        if steps is not None:  # a function that gave steps adds 0 to the outcome; its steps are token rewards
+            outcome_per_func = rewards_per_func.masked_fill(steps.is_process, 0.0)
+            rewards = (outcome_per_func * self.reward_weights.to(rewards.device).unsqueeze(0)).nansum(dim=1)
+            rewards[unscorable] = torch.nan
+            token_rewards, step_mask = steps.token_rewards, steps.step_mask
         kl = self.current_kl
         if kl.active:
             self._metrics[mode]["kl_coef"].append(kl.coef)
@@ -155,9 +163,10 @@ class RLPlugGRPOTrainer(GRPOTrainer):
                 sampling_logps = self._sampling_logps(output)
             ref_logps = output["ref_per_token_logps"]
             if kl.placement == "reward":
-                token_rewards = self._gather_tokens(
+                kl_rewards = self._gather_tokens(
                     reward_kl_token_rewards(kl, self.components.kl_estimator, sampling_logps, ref_logps, mask)
                 )
+                token_rewards = kl_rewards if token_rewards is None else token_rewards + kl_rewards
                 self._metrics[mode]["kl"].append(self._global_masked_mean(kl_value(sampling_logps, ref_logps), mask))
             if self.kl_controller is not None and mode == "train":
                 self._update_kl_controller(kl_value(sampling_logps, ref_logps), mask)
@@ -167,6 +176,22 @@ class RLPlugGRPOTrainer(GRPOTrainer):
             group_ids=group_ids,
             completion_mask=self._gather_tokens(mask),
             token_rewards=token_rewards,
+            step_mask=step_mask,
+        )
+
+    def _gathered_step_rewards(self, output: dict[str, Any]) -> StepRewards | None:
+        """Per-step rewards from process-supervision reward functions (rlplug.process_rewards), gathered."""
+        completion_ids = output["completion_ids"]
+        steps = collect_step_rewards(
+            self.reward_funcs, self.reward_weights, *completion_ids.shape, completion_ids.device
+        )
+        step_mask = self._gather_tokens(steps.step_mask.long()).bool()
+        if not bool(step_mask.any()):
+            return None
+        return StepRewards(
+            token_rewards=self._gather_tokens(steps.token_rewards),
+            step_mask=step_mask,
+            is_process=self.accelerator.gather(steps.is_process.long()).bool(),
         )
 
     def _update_kl_controller(self, per_token_kl: torch.Tensor, mask: torch.Tensor) -> None:

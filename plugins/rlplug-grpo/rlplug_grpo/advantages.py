@@ -33,3 +33,52 @@ def group_mean(rollout: Rollout) -> torch.Tensor:
     rewards = rollout.grouped(rollout.sequence_rewards())
     advantages = rewards - torch.nanmean(rewards, dim=1, keepdim=True)
     return torch.nan_to_num(rollout.ungrouped(advantages), nan=0.0)
+
+
+def group_norm_process(rollout: Rollout, std_epsilon: float = 1e-4) -> torch.Tensor:
+    """GRPO with process supervision: normalized step rewards, summed over the steps ahead.
+
+    Shao et al. 2024, DeepSeekMath (arXiv:2402.03300) §4.1.3. Every step reward r_i^(j) of
+    the group's completions is normalized by the mean and (Bessel-corrected) std of all of
+    them, r~ = (r - mean(R)) / (std(R) + eps); then A_{i,t} = sum_{index(j) >= t} r~_i^(j).
+    Returns (B, T): 0 after a completion's last step, at padding, and for unscorable
+    completions, which stay out of the statistics; a group with fewer than two steps, or
+    with all step rewards equal, gives 0.
+
+    Steps are ``rollout.step_mask`` with rewards in ``rollout.token_rewards`` (reward
+    functions returning per-step rewards; see rlplug.process_rewards). Outcome rewards and
+    per-token rewards off the steps (KL in the reward) are refused: put the KL in the loss,
+    as DeepSeekMath does, and return an outcome as a step at the last token.
+    """
+    if rollout.step_mask is None or rollout.token_rewards is None:
+        raise ValueError(
+            "group_norm_process needs per-step rewards: a reward function must return (token_index, reward) "
+            "pairs or a per-token list for each completion"
+        )
+    mask = rollout.completion_mask.bool()
+    scorable = rollout.scorable
+    if bool((scorable & (rollout.rewards != 0)).any()):
+        raise ValueError(
+            "group_norm_process normalizes step rewards only, but some completions have an outcome reward; "
+            "return it as a step at the last token, or choose an outcome estimator (group_norm)"
+        )
+    off_steps = mask & ~rollout.step_mask.bool() & (rollout.token_rewards != 0)
+    if bool(off_steps.any()):
+        raise ValueError(
+            "group_norm_process found per-token rewards outside the steps (KL in the reward?); "
+            "use `kl: {placement: loss}` with it"
+        )
+    steps = (rollout.step_mask.bool() & mask & scorable.unsqueeze(1)).to(rollout.token_rewards.dtype)
+    rewards = rollout.grouped(rollout.token_rewards * steps)
+    steps = rollout.grouped(steps)
+    # Measured from the group's largest step reward, so equal step rewards give exactly 0.
+    reference = rewards.masked_fill(steps == 0, -torch.inf).amax(dim=(1, 2), keepdim=True)
+    reference = torch.where(torch.isfinite(reference), reference, torch.zeros_like(reference))
+    rewards = (rewards - reference) * steps
+    count = steps.sum(dim=(1, 2), keepdim=True)
+    mean = rewards.sum(dim=(1, 2), keepdim=True) / count.clamp(min=1.0)
+    squared = (((rewards - mean) * steps) ** 2).sum(dim=(1, 2), keepdim=True)
+    std = torch.where(count > 1, torch.sqrt(squared / (count - 1).clamp(min=1.0)), torch.zeros_like(squared))
+    normalized = (rewards - mean) / (std + std_epsilon) * steps
+    advantages = normalized.flip(-1).cumsum(-1).flip(-1)
+    return rollout.ungrouped(advantages) * mask
