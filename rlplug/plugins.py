@@ -35,6 +35,10 @@ class PluginLoadWarning(UserWarning):
     """A plugin failed to load and was skipped."""
 
 
+class IncompatiblePluginError(RuntimeError):
+    """A plugin's distribution requires a version of rlplug other than the one installed."""
+
+
 @dataclass
 class _State:
     pm: pluggy.PluginManager | None = None
@@ -66,11 +70,46 @@ def _new_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+def _installed_rlplug_version() -> str:
+    import rlplug
+
+    return rlplug.__version__
+
+
+def check_rlplug_requirement(dist: Any) -> None:
+    """Raise IncompatiblePluginError when ``dist`` requires an rlplug version other than this one.
+
+    Reads the distribution's ``Requires-Dist: rlplug ...`` (markers evaluated, extras ignored).
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    installed = _installed_rlplug_version()
+    for line in getattr(dist, "requires", None) or []:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(requirement.name) != "rlplug":
+            continue
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        if not requirement.specifier.contains(Version(installed), prereleases=True):
+            raise IncompatiblePluginError(
+                f"{dist.name} {dist.version} requires rlplug{requirement.specifier} but rlplug {installed} "
+                f"is installed; install a release of {dist.name} made for rlplug {installed}, or an rlplug "
+                f"that satisfies {requirement.specifier}"
+            )
+
+
 def _load_entry_point(pm: pluggy.PluginManager, ep: Any, strict: bool) -> None:
     dist = getattr(ep, "dist", None)
     dist_name = dist.name if dist is not None else "unknown distribution"
     dist_version = dist.version if dist is not None else "?"
     try:
+        if dist is not None:
+            check_rlplug_requirement(dist)
         module = ep.load()
         pm.register(module, name=ep.name)
         pm.check_pending()

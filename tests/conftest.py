@@ -7,12 +7,14 @@ os.environ.setdefault("WANDB_DISABLED", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    """A tiny character-level Llama and its tokenizer saved to a local directory."""
-    from rlplug.tiny import save_tiny_model
-
-    return str(save_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
+def pytest_configure(config):
+    # tiny_model_dir and the other shared fixtures come from rlplug's pytest plugin
+    # (entry point pytest11 in pyproject.toml, module rlplug.testing.fixtures).
+    if not config.pluginmanager.has_plugin("rlplug"):
+        raise pytest.UsageError(
+            "rlplug's pytest plugin (rlplug.testing.fixtures) is not loaded: reinstall rlplug "
+            "(make venv, or pip install -e .) and do not pass -p no:rlplug"
+        )
 
 
 @pytest.fixture(autouse=True)

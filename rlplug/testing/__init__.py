@@ -1,0 +1,57 @@
+"""rlplug.testing: what a plugin author needs to test components.
+
+- toy batches with known values: :func:`toy_rollout`, :func:`degenerate_rollouts`,
+  :func:`toy_policy_batch`, :func:`toy_preference_batch`, :func:`toy_unpaired_batch`;
+- property checks every component of a kind must pass: :func:`check_advantage_estimator`,
+  :func:`check_policy_loss`, :func:`check_preference_loss`;
+- temporary registration: :func:`temporary_component`, :func:`temporary_plugin`;
+- recorders: :func:`record_hook_calls` (pluggy hook calls), :func:`spy_component`
+  (calls of a registered component);
+- :func:`write_fake_distribution`: an installed-looking plugin without pip.
+
+The pytest fixtures live in :mod:`rlplug.testing.fixtures`, which pytest loads through
+the ``pytest11`` entry point whenever rlplug is installed.
+"""
+
+from rlplug.testing.batches import (
+    PolicyLossBatch,
+    ToyPreferencePairs,
+    degenerate_rollouts,
+    make_rollout,
+    toy_policy_batch,
+    toy_preference_batch,
+    toy_rollout,
+    toy_unpaired_batch,
+)
+from rlplug.testing.checks import (
+    PropertyCheckFailure,
+    check_advantage_estimator,
+    check_policy_loss,
+    check_preference_loss,
+)
+from rlplug.testing.distributions import write_fake_distribution
+from rlplug.testing.hooks import ComponentSpy, HookCallRecorder, record_hook_calls, spy_component
+from rlplug.testing.registration import component_plugin, temporary_component, temporary_plugin
+
+__all__ = [
+    "ComponentSpy",
+    "HookCallRecorder",
+    "PolicyLossBatch",
+    "PropertyCheckFailure",
+    "ToyPreferencePairs",
+    "check_advantage_estimator",
+    "check_policy_loss",
+    "check_preference_loss",
+    "component_plugin",
+    "degenerate_rollouts",
+    "make_rollout",
+    "record_hook_calls",
+    "spy_component",
+    "temporary_component",
+    "temporary_plugin",
+    "toy_policy_batch",
+    "toy_preference_batch",
+    "toy_rollout",
+    "toy_unpaired_batch",
+    "write_fake_distribution",
+]
