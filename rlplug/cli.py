@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from rlplug import new_plugin
 from rlplug.plugins import describe_plugins, load_failures
 
 
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.add_argument("--all", action="store_true", help="include the built-in components")
     listing.set_defaults(handler=_plugins_command)
+    scaffold = commands.add_parser("new-plugin", help="generate rlplug-NAME/, a plugin package with a passing test")
+    new_plugin.add_arguments(scaffold)
+    scaffold.set_defaults(handler=new_plugin.run)
     args = parser.parse_args(argv)
     return args.handler(args)
 
