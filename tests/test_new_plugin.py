@@ -3,15 +3,14 @@ installs with pip and passes its own tests."""
 
 import subprocess
 import sys
-import sysconfig
 import tomllib
 from pathlib import Path
 
 import pytest
 
-import rlplug
 from rlplug.cli import main as cli_main
 from rlplug.new_plugin import NewPluginError, create_plugin, plugin_names
+from rlplug.testing import overlay_venv, pip_install
 
 
 def test_generates_the_package_with_the_three_fixed_names(tmp_path, capsys):
@@ -71,18 +70,6 @@ def test_an_existing_directory_is_not_overwritten(tmp_path, capsys):
     assert [p.name for p in (tmp_path / "rlplug-probe").iterdir()] == ["mine.txt"]
 
 
-def overlay_venv(path: Path) -> Path:
-    """A new venv that sees this environment's packages (rlplug, torch, TRL) through a .pth
-    file, so that pip can install the generated plugin into it without touching this one."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
-    python = path / "bin" / "python"
-    target = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                            check=True, capture_output=True, text=True).stdout.strip()
-    ours = sysconfig.get_paths()["purelib"]
-    Path(target, "_rlplug_overlay.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
-    return python
-
-
 def run_generated_tests(python: Path, where: Path, plugin: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(python), "-m", "pytest", plugin, "-q", "-p", "no:cacheprovider", *args],
                           cwd=where, capture_output=True, text=True, timeout=420)
@@ -92,11 +79,7 @@ def run_generated_tests(python: Path, where: Path, plugin: str, *args: str) -> s
 def test_generated_plugin_installs_with_pip_and_its_tests_pass(tmp_path):
     python = overlay_venv(tmp_path / "venv")
     assert subprocess.run([str(python), "-m", "rlplug.cli", "new-plugin", "probe"], cwd=tmp_path).returncode == 0
-    install = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-         "--no-build-isolation", "-e", str(tmp_path / "rlplug-probe")],
-        capture_output=True, text=True,
-    )
+    install = pip_install(python, "--no-deps", "--no-build-isolation", "-e", str(tmp_path / "rlplug-probe"))
     assert install.returncode == 0, install.stderr
     # the plugin is installed in the new venv only
     assert subprocess.run([sys.executable, "-c", "import rlplug_probe"], capture_output=True).returncode == 1

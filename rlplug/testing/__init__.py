@@ -7,7 +7,8 @@
 - temporary registration: :func:`temporary_component`, :func:`temporary_plugin`;
 - recorders: :func:`record_hook_calls` (pluggy hook calls), :func:`spy_component`
   (calls of a registered component);
-- :func:`write_fake_distribution`: an installed-looking plugin without pip.
+- :func:`write_fake_distribution`: an installed-looking plugin without pip;
+  :func:`overlay_venv` and :func:`pip_install`: a real pip install into a throwaway venv.
 
 The pytest fixtures live in :mod:`rlplug.testing.fixtures`, which pytest loads through
 the ``pytest11`` entry point whenever rlplug is installed.
@@ -32,6 +33,7 @@ from rlplug.testing.checks import (
 from rlplug.testing.distributions import write_fake_distribution
 from rlplug.testing.hooks import ComponentSpy, HookCallRecorder, record_hook_calls, spy_component
 from rlplug.testing.registration import component_plugin, temporary_component, temporary_plugin
+from rlplug.testing.venvs import overlay_venv, pip_install
 
 __all__ = [
     "ComponentSpy",
@@ -45,6 +47,8 @@ __all__ = [
     "component_plugin",
     "degenerate_rollouts",
     "make_rollout",
+    "overlay_venv",
+    "pip_install",
     "record_hook_calls",
     "spy_component",
     "temporary_component",
