@@ -2,6 +2,8 @@
 
 Loading is lazy (``import rlplug`` loads nothing) and idempotent. Each entry point is
 loaded on its own, so one broken plugin is reported by name while the rest still load.
+A plugin whose distribution requires an rlplug version other than this one is refused
+before its module is imported.
 
 Environment controls:
 - ``RLPLUG_LOAD_PLUGINS``: comma list of entry-point names to load; set but empty loads none.

@@ -53,6 +53,13 @@ def test_preference_batches_values(toy_preference_batch, toy_unpaired_batch):
     assert toy_unpaired_batch.labels.tolist() == [True, False, True, False]
 
 
+def test_toy_batches_are_float32_whatever_the_default_dtype(toy_rollout, toy_policy_batch, toy_preference_batch):
+    # tests/test_kl_gradients.py sets torch's default dtype to float64 for the whole session
+    assert toy_rollout.rewards.dtype == toy_rollout.completion_mask.dtype == torch.float32
+    assert {t.dtype for t in (toy_policy_batch.logps, toy_policy_batch.advantages, toy_policy_batch.mask)} == {torch.float32}
+    assert toy_preference_batch.chosen_logps.dtype == toy_preference_batch.chosen_nll.dtype == torch.float32
+
+
 def test_policy_batch_ratio(toy_policy_batch):
     assert torch.equal(toy_policy_batch.logps, toy_policy_batch.old_logps)
     assert toy_policy_batch.advantages.tolist() == [[1.0], [-1.0], [0.5], [0.0]]
@@ -236,7 +243,7 @@ def test_preference_losses_pass():
 
 def test_exact_dpo_value_on_the_toy_batch(toy_preference_batch):
     losses, _ = dpo_like(toy_preference_batch, beta=0.5)
-    expected = [-F.logsigmoid(torch.tensor(m)).item() for m in (1.0, -0.5, 0.0)]
+    expected = [-F.logsigmoid(torch.tensor(m, dtype=torch.float32)).item() for m in (1.0, -0.5, 0.0)]
     assert losses.tolist() == pytest.approx(expected, abs=0, rel=0)
 
 

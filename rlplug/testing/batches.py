@@ -1,7 +1,8 @@
 """Toy batches with known values, for tests of components.
 
 Every tensor is small and hand-written, so that a test can state its expected result
-exactly. The values are given in each docstring.
+exactly. The values are given in each docstring. Floating-point tensors are float32
+whatever torch's default dtype is.
 """
 
 from __future__ import annotations
@@ -99,14 +100,16 @@ def toy_policy_batch(log_ratio: float = 0.0, advantages: list[float] | None = No
     ``old_logps = logps - log_ratio`` (so the ratio pi/pi_old is ``exp(log_ratio)`` at
     every token), and the mask has lengths ``[3, 2, 1, 3]``. ``logps`` requires grad.
     """
-    probs = torch.tensor([[0.5, 0.25, 0.5], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25], [0.5, 0.5, 0.5]])
+    probs = torch.tensor(
+        [[0.5, 0.25, 0.5], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25], [0.5, 0.5, 0.5]], dtype=torch.float32
+    )
     logps = probs.log().requires_grad_(True)
     old_logps = (logps - log_ratio).detach()
     values = [1.0, -1.0, 0.5, 0.0] if advantages is None else advantages
     return PolicyLossBatch(
         logps=logps,
         old_logps=old_logps,
-        advantages=torch.tensor(values).unsqueeze(1),
+        advantages=torch.tensor(values, dtype=torch.float32).unsqueeze(1),
         mask=_lengths_to_mask([3, 2, 1, 3], 3),
     )
 
@@ -202,7 +205,7 @@ def unpaired_fields(margin_scale: float = 1.0) -> dict[str, Any]:
         "lengths": _vector([2.0, 3.0, 1.0, 2.0]),
         "ref_logps": _vector([-2.0 * s] * 4),
         "labels": torch.tensor([True, False, True, False]),
-        "kl_reference": torch.tensor(0.25),
+        "kl_reference": torch.tensor(0.25, dtype=torch.float32),
     }
 
 
