@@ -384,3 +384,44 @@ def test_fake_distribution_fixture_installs_a_loadable_plugin(fake_distribution)
     fake_distribution("rlplug-kitfake", "kitfake_module", "kitfake", body, version="0.3")
     source = rlplug.get_registry().source("reward_functions", "kit_constant")
     assert (source.distribution, source.version, source.plugin_name) == ("rlplug-kitfake", "0.3", "kitfake")
+
+
+# ---- every registered component passes the checks of its kind ---------------------------
+
+
+def outcome_as_last_step(rollout):
+    """The outcome reward moved to a step at each completion's last token (process supervision)."""
+    mask = rollout.completion_mask
+    last = (mask.cumsum(-1) == mask.sum(-1, keepdim=True)) & mask.bool()
+    token_rewards = torch.where(last, torch.nan_to_num(rollout.rewards).unsqueeze(1), torch.zeros_like(mask))
+    outcome = torch.where(rollout.rewards.isnan(), rollout.rewards, torch.zeros_like(rollout.rewards))
+    return rollout.__class__(rewards=outcome, group_ids=rollout.group_ids, completion_mask=mask,
+                             token_rewards=token_rewards, step_mask=last)
+
+
+# What a component legitimately differs in; anything else must pass the defaults.
+CHECK_OPTIONS = {
+    ("advantage_estimators", "reinforce"): {"shift_invariant": False},  # no baseline, by definition
+    ("advantage_estimators", "group_norm_process"): {"prepare": outcome_as_last_step},  # reads step rewards
+    ("policy_losses", "sequence_ratio_clip"): {"token_advantages": False},  # one advantage per sequence
+}
+CHECKS = {
+    "advantage_estimators": check_advantage_estimator,
+    "policy_losses": check_policy_loss,
+    "preference_losses": check_preference_loss,
+}
+
+
+def test_every_registered_component_passes_the_checks_of_its_kind():
+    registry = rlplug.get_registry()
+    checked, failures = [], []
+    for kind, check in CHECKS.items():
+        for name in registry.names(kind):
+            try:
+                check(registry.get(kind, name), **CHECK_OPTIONS.get((kind, name), {}))
+            except AssertionError as failure:
+                failures.append(f"{kind} {name} ({registry.source(kind, name).distribution}): {failure}")
+            checked.append(name)
+    assert {"group_norm", "group_mean", "ppo_clip", "gspo_clip", "cispo"} <= set(checked)
+    assert not failures, "\n".join(failures)
+    assert not set(name for _, name in CHECK_OPTIONS) - set(checked), "an exception names no registered component"
