@@ -14,7 +14,19 @@ from rlplug import KLSpec, Rollout, get_registry
 from rlplug.kl_placement import KLConfigError, check_kl_spec, loss_kl_term, reward_kl_token_rewards
 
 V = 6
-torch.set_default_dtype(torch.float64)
+
+
+def f64(values):
+    return torch.tensor(values, dtype=torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64_default():
+    """Every intermediate tensor in these tests is float64; restored afterwards."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def estimator(name):
@@ -40,8 +52,8 @@ def relative_error(estimate, truth):
 
 # ---- single token -------------------------------------------------------------------------
 
-REFERENCE = torch.log_softmax(torch.tensor([0.3, -1.2, 0.8, 0.0, -0.4, 1.1]), -1)
-DIRECTION = torch.tensor([1.0, -0.5, 0.2, -1.3, 0.9, 0.4])
+REFERENCE = torch.log_softmax(f64([0.3, -1.2, 0.8, 0.0, -0.4, 1.1]), -1)
+DIRECTION = f64([1.0, -0.5, 0.2, -1.3, 0.9, 0.4])
 DISTANCES = {"near": 0.1, "moderate": 1.0, "far": 3.0}
 
 
@@ -115,8 +127,8 @@ def test_off_policy_loss_kl_without_weight_warns():
 # ---- two steps ----------------------------------------------------------------------------
 
 W = 4
-REF1 = torch.log_softmax(torch.tensor([0.2, -0.3, 0.5, 0.0]), -1)
-REF2 = torch.log_softmax(torch.tensor([[0.1, 0.4, -0.2, 0.3], [0.0, -0.6, 0.2, 0.5],
+REF1 = torch.log_softmax(f64([0.2, -0.3, 0.5, 0.0]), -1)
+REF2 = torch.log_softmax(f64([[0.1, 0.4, -0.2, 0.3], [0.0, -0.6, 0.2, 0.5],
                                         [0.7, 0.1, -0.1, 0.0], [-0.3, 0.2, 0.6, -0.5]]), -1)
 SEQUENCES = torch.tensor(list(itertools.product(range(W), repeat=2)))
 
@@ -145,9 +157,9 @@ def two_step_gradients(spec, theta1, theta2):
     return estimate, truth
 
 
-GENERIC = (REF1 + torch.tensor([0.8, -0.4, 0.1, 0.3]), REF2 + torch.tensor([[1.0, -1.0, 0.5, 0.0]] * W))
+GENERIC = (REF1 + f64([0.8, -0.4, 0.1, 0.3]), REF2 + f64([[1.0, -1.0, 0.5, 0.0]] * W))
 # pi1 equals ref1, but after prefixes 0 and 2 the second step is far from ref2.
-PREFIX_STEERING = (REF1.clone(), REF2 + torch.tensor([[3.0, -2.0, 0.0, 1.0], [0.0] * 4, [-2.0, 2.5, 1.0, 0.0], [0.0] * 4]))
+PREFIX_STEERING = (REF1.clone(), REF2 + f64([[3.0, -2.0, 0.0, 1.0], [0.0] * 4, [-2.0, 2.5, 1.0, 0.0], [0.0] * 4]))
 CASES = {"generic": GENERIC, "prefix_steering": PREFIX_STEERING}
 EXACT_FOR_SEQUENCES = [
     KLSpec("k1", "reward", 1.0),
@@ -182,7 +194,7 @@ def test_prefix_steering_first_block_is_entirely_missed_without_correction():
 
 # ---- dynamics: following the exact gradient reaches pi* ~ ref * exp(R / beta) ---------------
 
-REWARD = torch.tensor([[1.0, 0.0, 0.5, 0.2], [0.0, 2.0, 0.0, 0.1], [0.3, 0.3, 1.5, 0.0], [0.0, 0.8, 0.0, 1.2]]).flatten()
+REWARD = f64([[1.0, 0.0, 0.5, 0.2], [0.0, 2.0, 0.0, 0.1], [0.3, 0.3, 1.5, 0.0], [0.0, 0.8, 0.0, 1.2]]).flatten()
 BETA = 0.5
 
 
