@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import importlib
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from rlplug.algorithm import Algorithm, KLSpec
@@ -18,6 +19,7 @@ def resolve_algorithm(
     aggregation: str | None = None,
     kl: KLSpec | dict[str, Any] | None = None,
     component_params: dict[str, dict[str, Any]] | None = None,
+    preference_loss: str | None = None,
 ) -> Algorithm:
     """The recipe by name (or as given), with component names, KL spec and params overridden."""
     recipe = get_registry().get("algorithms", algorithm) if isinstance(algorithm, str) else algorithm
@@ -27,7 +29,8 @@ def resolve_algorithm(
     for slot, values in (component_params or {}).items():
         params.setdefault(slot, {}).update(values)
     return recipe.with_overrides(
-        advantage=advantage, policy_loss=policy_loss, aggregation=aggregation, kl=kl, component_params=params
+        advantage=advantage, policy_loss=policy_loss, aggregation=aggregation, kl=kl, component_params=params,
+        preference_loss=preference_loss,
     )
 
 
@@ -38,11 +41,9 @@ def resolve_reward_functions(rewards: list[RewardSpec] | RewardSpec | None, conf
     return build_reward_functions(rewards, config)[0]
 
 
-def _config_for(recipe: Algorithm, overrides: dict[str, Any]) -> Any:
-    from trl import GRPOConfig
-
+def _config_for(adapter: "Adapter", recipe: Algorithm, overrides: dict[str, Any]) -> Any:
     fields = {"output_dir": "rlplug-output", **recipe.config_defaults, **overrides}
-    return GRPOConfig(**fields)
+    return adapter.config_class()(**fields)
 
 
 def _kl_from_trl_fields(recipe: Algorithm, overrides: dict[str, Any], kl_given: bool) -> Algorithm:
@@ -71,6 +72,7 @@ def build_trainer(
     advantage: str | None = None,
     policy_loss: str | None = None,
     aggregation: str | None = None,
+    preference_loss: str | None = None,
     kl: KLSpec | dict[str, Any] | None = None,
     component_params: dict[str, dict[str, Any]] | None = None,
     callbacks: list[Any] | None = None,
@@ -80,7 +82,10 @@ def build_trainer(
 
     ``model`` is a hub id, a local path or a loaded model; ``peft_config`` a PEFT config
     (LoRA). ``config_overrides`` are fields of the TRL config of the algorithm's trainer
-    (for online algorithms, ``trl.GRPOConfig``), e.g. ``learning_rate=1e-5, num_generations=8``.
+    (for online algorithms, ``trl.GRPOConfig``; paired preference, ``trl.DPOConfig``;
+    unpaired preference, ``trl.KTOConfig``), e.g. ``learning_rate=1e-5, num_generations=8``.
+    For online algorithms TRL's ``beta`` sets the KL coefficient; for preference algorithms it
+    is the loss's own beta.
 
     >>> trainer = build_trainer("dapo", model="Qwen/Qwen2.5-0.5B-Instruct",
     ...     reward_funcs=[my_reward], train_dataset=ds, advantage="group_mean",
@@ -88,20 +93,23 @@ def build_trainer(
     """
     recipe = resolve_algorithm(
         algorithm, advantage=advantage, policy_loss=policy_loss, aggregation=aggregation, kl=kl,
-        component_params=component_params,
+        component_params=component_params, preference_loss=preference_loss,
     )
     overrides = dict(config_overrides)
-    recipe = _kl_from_trl_fields(recipe, overrides, kl_given=kl is not None)
     adapter = ADAPTERS.get(recipe.trainer)
     if adapter is None:
         raise NotImplementedError(f"algorithm {recipe.name!r} needs a {recipe.trainer!r} trainer, not available yet")
-    args = _config_for(recipe, overrides)
+    if adapter.beta_is_kl_coef:
+        recipe = _kl_from_trl_fields(recipe, overrides, kl_given=kl is not None)
+    if reward_funcs is not None and not adapter.takes_reward_funcs:
+        raise ValueError(f"algorithm {recipe.name!r} learns from a preference dataset; it takes no reward_funcs")
+    args = _config_for(adapter, recipe, overrides)
     rewards, reward_weights = build_reward_functions(reward_funcs, args) if reward_funcs is not None else (None, None)
     if reward_weights is not None:
         if args.reward_weights is not None:
             raise ValueError("give reward weights once: as `weight` in the rewards entries or as reward_weights, not both")
         args.reward_weights = reward_weights
-    return adapter(
+    return adapter.build(
         recipe,
         model=model,
         reward_funcs=rewards,
@@ -120,4 +128,47 @@ def _online_trainer(recipe: Algorithm, **kwargs: Any) -> Any:
     return RLPlugGRPOTrainer(algorithm=recipe, **kwargs)
 
 
-ADAPTERS: dict[str, Callable[..., Any]] = {"online": _online_trainer}
+def _lazy(module: str, name: str) -> Callable[[], Any]:
+    """Import ``module.name`` on first use: building one trainer kind imports no other's TRL class."""
+
+    def load() -> Any:
+        return getattr(importlib.import_module(module), name)
+
+    return load
+
+
+def _preference_trainer(trainer_class: Callable[[], type]) -> Callable[..., Any]:
+    def build(recipe: Algorithm, *, reward_funcs: None = None, **kwargs: Any) -> Any:
+        return trainer_class()(algorithm=recipe, **kwargs)
+
+    return build
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """How to build the trainer for one trainer kind.
+
+    - ``build(recipe, **trainer_kwargs)``: the adapter trainer.
+    - ``config_class()``: the TRL config class that ``config_overrides`` fill (imported lazily).
+    - ``beta_is_kl_coef``: whether TRL's ``beta`` is the KL coefficient (online trainers) or,
+      as in the preference trainers, the loss's own temperature, which reaches it by name.
+    - ``takes_reward_funcs``: whether the trainer scores completions with reward functions.
+    """
+
+    build: Callable[..., Any]
+    config_class: Callable[[], type]
+    beta_is_kl_coef: bool = True
+    takes_reward_funcs: bool = True
+
+
+ADAPTERS: dict[str, Adapter] = {
+    "online": Adapter(_online_trainer, _lazy("trl", "GRPOConfig")),
+    "paired_preference": Adapter(
+        _preference_trainer(_lazy("rlplug.trl.dpo", "RLPlugDPOTrainer")), _lazy("trl", "DPOConfig"),
+        beta_is_kl_coef=False, takes_reward_funcs=False,
+    ),
+    "unpaired_preference": Adapter(
+        _preference_trainer(_lazy("rlplug.trl.kto", "RLPlugKTOTrainer")), _lazy("trl", "KTOConfig"),
+        beta_is_kl_coef=False, takes_reward_funcs=False,
+    ),
+}

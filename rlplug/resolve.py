@@ -10,7 +10,9 @@ from rlplug.algorithm import Algorithm, KLSpec
 from rlplug.plugins import get_registry
 
 # How many leading positional (data) arguments each kind of component takes.
-DATA_ARGUMENTS = {"advantage_estimators": 1, "policy_losses": 4, "loss_aggregations": 3, "kl_estimators": 2}
+DATA_ARGUMENTS = {
+    "advantage_estimators": 1, "policy_losses": 4, "loss_aggregations": 3, "kl_estimators": 2, "preference_losses": 1,
+}
 SLOT_KINDS = {"advantage": "advantage_estimators", "policy_loss": "policy_losses", "aggregation": "loss_aggregations"}
 
 

@@ -1,0 +1,167 @@
+"""The unpaired-preference adapter: TRL's KTOTrainer with the loss from an rlplug preference loss.
+
+Tokenization, unpairing of paired rows, the mismatched (prompt, completion) pairs for the
+KL reference point, reference handling, logging and checkpoints are TRL's. Only
+``_compute_loss`` is replaced. TRL builds the mismatched pairs when its ``loss_type``
+estimates a KL term; the adapter sets ``loss_type`` to ``"kto"`` when the rlplug loss
+declared ``needs_kl_reference`` and to ``"apo_zero_unpaired"`` (TRL's KL-free type)
+otherwise, so neither the pairs nor their forward passes exist when nothing reads them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any
+
+import torch
+from accelerate.utils import is_peft_model
+from trl import KTOConfig, KTOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import use_adapter
+
+from rlplug.algorithm import Algorithm
+from rlplug.preference import PreferenceBatch, PreferenceComponents, resolve_preference
+from rlplug.trl.compat import check_methods, refuse_unsupported
+from rlplug.trl.dpo import check_datasets, check_losses, log_loss_metrics, log_token_metrics, skip_reference_copy
+
+_RELIED_ON = {
+    "_compute_loss": ("self", "model", "inputs", "return_outputs"),
+    "_compute_kl_logps": ("self", "model", "batch"),
+    "_precompute_ref_logps": ("self", "dataset", "name", "batch_size"),
+}
+_NON_MODEL_KEYS = frozenset(
+    {
+        "completion_mask", "KL_input_ids", "KL_attention_mask", "KL_completion_mask", "KL_token_type_ids",
+        "KL_mm_token_type_ids", "label", "ref_logps", "ref_KL_logps",
+    }
+)
+_TRL_LOSS_TYPE = {True: "kto", False: "apo_zero_unpaired"}
+
+
+class RLPlugKTOTrainer(KTOTrainer):
+    """KTOTrainer whose loss is an rlplug preference loss on unpaired, labelled data.
+
+    ``algorithm`` is a recipe with ``trainer="unpaired_preference"`` and a ``preference_loss``.
+    TRL's ``beta``, ``desirable_weight`` and ``undesirable_weight`` reach the loss by name.
+    """
+
+    def __init__(self, model: Any, ref_model: Any = None, args: KTOConfig | None = None, *,
+                 algorithm: Algorithm, **kwargs: Any) -> None:
+        check_methods(KTOTrainer, _RELIED_ON)
+        if args is None:
+            raise ValueError("RLPlugKTOTrainer needs a KTOConfig; rlplug.build_trainer makes one")
+        self.components: PreferenceComponents = resolve_preference(algorithm, "unpaired", args)
+        spec = self.components.spec
+        refuse_unsupported(
+            {
+                f"loss_type={args.loss_type!r}": (
+                    args.loss_type != "kto",
+                    "choose `algorithm` or `preference_loss` instead of TRL's loss_type",
+                ),
+                "sync_ref_model with a loss that uses no reference": (
+                    args.sync_ref_model and not spec.needs_reference,
+                    "unset sync_ref_model",
+                ),
+            }
+        )
+        check_datasets(kwargs.get("train_dataset"), kwargs.get("eval_dataset"), "unpaired", algorithm.name)
+        if ref_model is not None and not spec.needs_reference:
+            raise ValueError(
+                f"preference loss {algorithm.preference_loss!r} uses no reference model; do not pass ref_model"
+            )
+        args.loss_type = _TRL_LOSS_TYPE[spec.needs_kl_reference]
+        skip_copy = skip_reference_copy(args, self.components, model, kwargs.get("peft_config"))
+        if skip_copy:
+            args.precompute_ref_log_probs = True
+        try:
+            super().__init__(model=model, ref_model=ref_model, args=args, **kwargs)
+        finally:
+            if skip_copy:
+                args.precompute_ref_log_probs = False
+        if not spec.needs_reference:
+            self.precompute_ref_logps = False
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        if not self.components.spec.needs_reference:
+            return dataset
+        return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    def _reference_logps(self, batch: dict[str, Any], model_kwargs: dict[str, Any], labels: torch.Tensor):
+        """(ref log-probs (B,), ref log-probs of the mismatched pairs (B,) or None), as KTOTrainer gets them."""
+        if self.precompute_ref_logps:
+            return batch["ref_logps"], batch.get("ref_KL_logps")
+        ref_kwargs = {key: value for key, value in model_kwargs.items() if key != "output_router_logits"}
+        if self.ref_model is None and is_peft_model(self.model):
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            ref_model = self.model
+            context = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+        else:
+            ref_model, context = self.ref_model, contextlib.nullcontext()
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            with context:
+                ref_kl_logps = self._compute_kl_logps(ref_model, batch)
+                ref_outputs = ref_model(**ref_kwargs, labels=labels, fused_lm_head=True)
+        ref_logps = ref_outputs.log_probs[:, -(labels.size(1) - 1) :].sum(-1)
+        return ref_logps, ref_kl_logps
+
+    def _compute_loss(self, model, inputs, return_outputs):
+        mode = "train" if self.model.training else "eval"
+        spec = self.components.spec
+        batch = {k: (v.to(self.accelerator.device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+        kl_logps = self._compute_kl_logps(model, batch) if spec.needs_kl_reference else None
+
+        model_kwargs = {key: value for key, value in batch.items() if key not in _NON_MODEL_KEYS}
+        model_kwargs["use_cache"] = False
+        if self.aux_loss_enabled:
+            model_kwargs["output_router_logits"] = True
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
+        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
+        shift_mask = batch["completion_mask"][:, 1:]
+        logps = outputs.log_probs[:, -shift_mask.size(1) :].sum(-1)
+
+        ref_logps = kl_reference = None
+        if spec.needs_reference:
+            ref_logps, ref_kl_logps = self._reference_logps(batch, model_kwargs, labels)
+            if spec.needs_kl_reference:
+                kl_reference = self.accelerator.gather_for_metrics((kl_logps - ref_kl_logps).mean().detach()).mean()
+        preference_batch = PreferenceBatch(
+            logps=logps,
+            lengths=shift_mask.sum(-1).float(),
+            ref_logps=ref_logps,
+            labels=torch.as_tensor(batch["label"], dtype=torch.bool, device=logps.device),
+            kl_reference=kl_reference,
+        )
+        losses, metrics = self.components.loss(preference_batch)
+        check_losses(self.components.loss.name, losses, preference_batch.batch_size)
+        loss = losses.nanmean()
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(outputs.aux_loss).mean().item())
+
+        log_token_metrics(self, mode, outputs, shift_mask, batch)
+        desirable = preference_batch.labels
+        nan = torch.full_like(logps, float("nan"))
+        logged = log_loss_metrics(
+            self,
+            mode,
+            {
+                "logps/chosen": torch.where(desirable, logps.detach(), nan),
+                "logps/rejected": torch.where(desirable, nan, logps.detach()),
+                **metrics,
+            },
+        )
+        # As KTOTrainer: the margin of unpaired data is the difference of the two class means.
+        if "rewards/margins" not in metrics and {"rewards/chosen", "rewards/rejected"} <= logged.keys():
+            self._metrics[mode]["rewards/margins"].append(logged["rewards/chosen"] - logged["rewards/rejected"])
+        if return_outputs:
+            warnings.warn(
+                "return_outputs=True recomputes the logits with an extra forward pass (TRL's fused LM head "
+                "does not build them)",
+                FutureWarning,
+                stacklevel=2,
+            )
+            with torch.no_grad():
+                outputs = model(**model_kwargs)
+            return loss, outputs
+        return loss
