@@ -203,6 +203,14 @@ def unpaired_reward_metrics(rewards: torch.Tensor, labels: torch.Tensor) -> dict
     }
 
 
+TRAINER_DATA: dict[str, PreferenceData] = {"paired_preference": "paired", "unpaired_preference": "unpaired"}
+
+
+def preference_data_of(algorithm: Any) -> PreferenceData | None:
+    """``"paired"`` or ``"unpaired"`` for a preference recipe (by its trainer kind), None for others."""
+    return TRAINER_DATA.get(algorithm.trainer)
+
+
 # ---- columns a dataset must have ------------------------------------------------------
 
 PAIRED_COLUMNS: tuple[str, ...] = ("chosen", "rejected")

@@ -160,3 +160,20 @@ def preference_dataset(
     if data == "paired":
         return paired_preferences(problems, wrong)
     return unpaired_preferences(problems, wrong, seed=seed)
+
+
+def preference_dataset_for(
+    algorithm: Any, *, seed: int = 0, model: Any = None, tokenizer: Any = None, num_samples: int = 16
+) -> Dataset:
+    """:func:`preference_dataset` in the shape ``algorithm`` trains on (a name or a recipe).
+
+    Paired rows for ``paired_preference`` recipes, unpaired rows for ``unpaired_preference``.
+    """
+    from rlplug.plugins import get_registry
+    from rlplug.preference import preference_data_of
+
+    recipe = get_registry().get("algorithms", algorithm) if isinstance(algorithm, str) else algorithm
+    data = preference_data_of(recipe)
+    if data is None:
+        raise ValueError(f"algorithm {recipe.name!r} is not a preference algorithm (trainer {recipe.trainer!r})")
+    return preference_dataset(data, seed=seed, model=model, tokenizer=tokenizer, num_samples=num_samples)
