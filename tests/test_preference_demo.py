@@ -2,9 +2,13 @@
 
 A local supervised warm-up (about 100 labelled problems, as in the demo notes) gives a
 model that answers some held-out sums; pairs are the correct sum against the model's most
-common wrong answer. DPO and IPO with LoRA (beta 0.1, lr 1e-3 with linear decay, batch 64,
+common wrong answer. DPO and IPO with LoRA (lr 1e-3 with linear decay, batch 64 pairs,
 300 steps) must each raise held-out greedy accuracy by at least 0.10. The negative control
 trains on swapped pairs (the wrong answer preferred), which must not raise it.
+
+beta: IPO uses 0.1 (tau; gains +0.15/+0.18/+0.20 over trainer seeds 0/1/2). DPO uses 0.5:
+at 0.1 this warmed-up model learns to suppress EOS for some seeds (+0.11/+0.06/-0.03),
+while 0.5 keeps it closer to the reference (+0.27/+0.25/+0.24). Measured on CPU, 1 thread.
 """
 
 from __future__ import annotations
@@ -68,12 +72,15 @@ def warmed_up(tmp_path_factory):
     }
 
 
+BETA = {"dpo": 0.5, "ipo": 0.1}
+
+
 def train_and_evaluate(warmed_up, tmp_path, algorithm, pairs, steps=300):
     trainer = build_trainer(
         algorithm, model=warmed_up["dir"], train_dataset=pairs,
         peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", lora_dropout=0.0),
         output_dir=str(tmp_path), per_device_train_batch_size=64, max_steps=steps, learning_rate=1e-3,
-        lr_scheduler_type="linear", beta=0.1, bf16=False, gradient_checkpointing=False, report_to="none",
+        lr_scheduler_type="linear", beta=BETA[algorithm], bf16=False, gradient_checkpointing=False, report_to="none",
         save_strategy="no", disable_tqdm=True, logging_steps=50, use_cpu=True, seed=0,
     )
     trainer.train()

@@ -9,6 +9,8 @@ variant of the loss, run the same way, must differ from TRL by far more than the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -67,6 +69,13 @@ def perturb(model, seed):
                 parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
 
 
+@dataclass
+class Result:
+    loss: torch.Tensor
+    grads: dict[str, torch.Tensor]
+    metrics: dict[str, float]  # what the trainer logged for this batch
+
+
 def loss_and_grads(trainer, seed=PERTURB_SEED_KL_POSITIVE):
     perturb(trainer.model, seed)
     inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(ROWS)])
@@ -76,11 +85,13 @@ def loss_and_grads(trainer, seed=PERTURB_SEED_KL_POSITIVE):
     loss = trainer.compute_loss(model, inputs)
     loss.backward()
     grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
-    return loss.detach(), grads
+    logged = getattr(trainer, "_metrics", None) or trainer._stored_metrics  # CPOTrainer keeps its own store
+    metrics = {name: values[-1] for name, values in logged["train"].items()}
+    return Result(loss.detach(), grads, metrics)
 
 
 def differences(ours, native):
-    (loss_a, grads_a), (loss_b, grads_b) = ours, native
+    loss_a, grads_a, loss_b, grads_b = ours.loss, ours.grads, native.loss, native.grads
     assert grads_a.keys() == grads_b.keys() and grads_a
     loss_diff = (loss_a - loss_b).abs().item()
     grad_diff = max((grads_a[name] - grads_b[name]).abs().max().item() for name in grads_a)
@@ -89,6 +100,14 @@ def differences(ours, native):
 
 def assert_bitwise(ours, native):
     assert differences(ours, native) == (0.0, 0.0)
+
+
+def assert_same_metrics(ours, native):
+    """The same metric names as TRL, with the same values (float32 means; the order of the
+    gathered sums may differ, hence 1e-6 relative)."""
+    assert ours.metrics.keys() == native.metrics.keys()
+    for name, value in native.metrics.items():
+        assert ours.metrics[name] == pytest.approx(value, rel=1e-6, abs=1e-7), name
 
 
 def assert_wrong(ours, native):
@@ -171,14 +190,13 @@ class NativeResults:
         return self._once(("dpo", loss_type, mode), build)
 
     def kto(self, mode="full", seed=PERTURB_SEED_KL_POSITIVE):
-        """((loss, grads), the KL value TRL used)."""
 
         def build():
             trainer = KTOTrainer(
                 self.model_dir, args=KTOConfig(**trl_args(self.output_dir)), train_dataset=self.unpaired,
                 peft_config=LORA if mode == "lora" else None,
             )
-            return loss_and_grads(trainer, seed), trainer._metrics["train"]["kl"][-1]
+            return loss_and_grads(trainer, seed)
 
         return self._once(("kto", mode, seed), build)
 
@@ -200,7 +218,7 @@ def native(tiny_model_dir, tmp_path_factory, paired_rows, unpaired_rows):
 
 @pytest.fixture
 def run_ours(tiny_model_dir, tmp_path, paired_rows, unpaired_rows):
-    """rlplug's trainer for an algorithm: ((loss, grads), trainer)."""
+    """rlplug's trainer for an algorithm: (Result, trainer)."""
 
     def run(algorithm, mode="full", seed=PERTURB_SEED_KL_POSITIVE, **build):
         rows = unpaired_rows if algorithm == "kto" else paired_rows
@@ -221,6 +239,7 @@ def run_ours(tiny_model_dir, tmp_path, paired_rows, unpaired_rows):
 def test_dpo_matches_dpotrainer_sigmoid_bitwise(run_ours, native, mode):
     result, _ = run_ours("dpo", mode)
     assert_bitwise(result, native.dpo("sigmoid", mode))
+    assert_same_metrics(result, native.dpo("sigmoid", mode))
 
 
 def test_dpo_negative_control_without_reference(run_ours, native, wrong_variants):
@@ -235,6 +254,7 @@ def test_dpo_negative_control_without_reference(run_ours, native, wrong_variants
 def test_ipo_matches_dpotrainer_ipo_bitwise(run_ours, native, mode):
     result, _ = run_ours("ipo", mode)
     assert_bitwise(result, native.dpo("ipo", mode))
+    assert_same_metrics(result, native.dpo("ipo", mode))
 
 
 def test_ipo_negative_control_unnormalized_form(run_ours, native):
@@ -250,21 +270,22 @@ def test_ipo_negative_control_unnormalized_form(run_ours, native):
     [("full", PERTURB_SEED_KL_POSITIVE), ("full", PERTURB_SEED_KL_NEGATIVE), ("lora", PERTURB_SEED_KL_POSITIVE)],
 )
 def test_kto_matches_ktotrainer(run_ours, native, mode, seed):
-    (loss, grads), trainer = run_ours("kto", mode, seed)
-    (native_loss, native_grads), native_kl = native.kto(mode, seed)
-    assert trainer._metrics["train"]["kl"][-1] == native_kl
+    result, _ = run_ours("kto", mode, seed)
+    expected = native.kto(mode, seed)
+    assert result.metrics["kl"] == expected.metrics["kl"]
     if (mode, seed) == ("full", PERTURB_SEED_KL_POSITIVE):
-        assert native_kl > 0.05  # the clamp is inactive: z_ref really enters the loss
+        assert expected.metrics["kl"] > 0.05  # the clamp is inactive: z_ref really enters the loss
     if seed == PERTURB_SEED_KL_NEGATIVE:
-        assert native_kl == 0.0  # TRL's clamp is active
-    assert (loss - native_loss).abs().item() <= KTO_LOSS_TOLERANCE
-    assert grads.keys() == native_grads.keys()
-    assert all(torch.equal(grads[name], native_grads[name]) for name in native_grads)
+        assert expected.metrics["kl"] == 0.0  # TRL's clamp is active
+    assert (result.loss - expected.loss).abs().item() <= KTO_LOSS_TOLERANCE
+    assert result.grads.keys() == expected.grads.keys()
+    assert all(torch.equal(result.grads[name], expected.grads[name]) for name in expected.grads)
+    assert_same_metrics(result, expected)
 
 
 def test_kto_negative_control_without_kl_reference(run_ours, native, wrong_variants):
     result, _ = run_ours("kto", preference_loss="kto_without_kl_reference")
-    assert_wrong(result, native.kto()[0])
+    assert_wrong(result, native.kto())
 
 
 def test_kto_negative_control_unclamped_kl(run_ours, native):
@@ -272,21 +293,28 @@ def test_kto_negative_control_unclamped_kl(run_ours, native):
     result, _ = run_ours(
         "kto", seed=PERTURB_SEED_KL_NEGATIVE, component_params={"preference_loss": {"clamp_kl": False}}
     )
-    assert_wrong(result, native.kto(seed=PERTURB_SEED_KL_NEGATIVE)[0])
+    assert_wrong(result, native.kto(seed=PERTURB_SEED_KL_NEGATIVE))
 
 
 # ---- CPO and SimPO against trl.experimental.cpo.CPOTrainer -------------------------------
 
 
-def assert_close(result, native_result, tolerance):
+CPO_SHARED_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                      "logps/rejected")
+
+
+def assert_close(result, native_result, tolerance, metrics=CPO_SHARED_METRICS):
     loss_diff, grad_diff = differences(result, native_result)
     assert loss_diff <= tolerance and grad_diff <= tolerance, (loss_diff, grad_diff)
+    # CPOTrainer's logits/* average the full logits, a different quantity; the reward metrics agree.
+    for name in metrics:
+        assert result.metrics[name] == pytest.approx(native_result.metrics[name], rel=1e-6, abs=1e-6), name
 
 
 def test_cpo_matches_cpotrainer_sigmoid_with_nll(run_ours, native):
     result, trainer = run_ours("cpo")
     assert trainer.ref_model is None
-    assert_close(result, native.cpo("sigmoid", cpo_alpha=1.0), CPO_TOLERANCE)
+    assert_close(result, native.cpo("sigmoid", cpo_alpha=1.0), CPO_TOLERANCE, (*CPO_SHARED_METRICS, "nll_loss"))
 
 
 def test_cpo_negative_control_sequence_mean_nll(run_ours, native, wrong_variants):
@@ -300,7 +328,8 @@ SIMPO_NATIVE = {"cpo_alpha": 0.0, "beta": 2.0, "simpo_gamma": 1.0}
 def test_simpo_matches_cpotrainer_simpo_without_nll(run_ours, native):
     result, trainer = run_ours("simpo")
     assert trainer.ref_model is None
-    assert_close(result, native.cpo("simpo", **SIMPO_NATIVE), CPO_TOLERANCE)
+    # CPOTrainer logs the length-averaged log-probs of SimPO as logps/*; rlplug logs summed log-probs.
+    assert_close(result, native.cpo("simpo", **SIMPO_NATIVE), CPO_TOLERANCE, CPO_SHARED_METRICS[:4])
 
 
 def test_simpo_negative_control_summed_logps(run_ours, native, wrong_variants):

@@ -108,6 +108,27 @@ def log_token_metrics(trainer: Any, mode: str, outputs: Any, shift_mask: torch.T
     trainer._metrics[mode]["num_tokens"] = [trainer._total_train_tokens]
 
 
+def log_logit_metrics(
+    trainer: Any, mode: str, outputs: Any, shift_mask: torch.Tensor, chosen_rows: torch.Tensor, top1: bool
+) -> None:
+    """``logits/chosen``, ``logits/rejected`` (mean logit over completion tokens) and, with
+    ``top1``, ``mean_token_accuracy`` of the chosen completions, as TRL logs them."""
+    seq_len = shift_mask.size(1)
+    mean_logits = outputs.mean_logits[:, -seq_len:]
+    gather = trainer.accelerator.gather_for_metrics
+    for name, rows in (("chosen", chosen_rows), ("rejected", ~chosen_rows)):
+        mask = shift_mask[rows].bool()
+        total = gather(mean_logits[rows][mask].sum()).sum().item()
+        count = gather(mask.sum()).sum().item()
+        if count > 0:
+            trainer._metrics[mode][f"logits/{name}"].append(total / count)
+    if top1:
+        mask = shift_mask[chosen_rows].bool()
+        correct = gather((outputs.is_top1[:, -seq_len:][chosen_rows] & mask).sum()).sum()
+        count = gather(mask.sum()).sum()
+        trainer._metrics[mode]["mean_token_accuracy"].append((correct / count).item() if count > 0 else 0.0)
+
+
 def check_losses(name: str, losses: torch.Tensor, batch_size: int) -> None:
     if losses.shape != (batch_size,):
         raise ValueError(
@@ -192,6 +213,9 @@ class RLPlugDPOTrainer(DPOTrainer):
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(outputs.aux_loss).mean().item())
 
         log_token_metrics(self, mode, outputs, shift_mask, inputs)
+        half = batch.batch_size
+        chosen_rows = torch.arange(2 * half, device=shift_mask.device) < half  # the batch is [chosen; rejected]
+        log_logit_metrics(self, mode, outputs, shift_mask, chosen_rows, top1=True)
         log_loss_metrics(self, mode, {"logps/chosen": chosen_logps, "logps/rejected": rejected_logps, **metrics})
         if return_outputs:
             warnings.warn(

@@ -23,7 +23,14 @@ from trl.trainer.utils import use_adapter
 from rlplug.algorithm import Algorithm
 from rlplug.preference import PreferenceBatch, PreferenceComponents, resolve_preference
 from rlplug.trl.compat import check_methods, refuse_unsupported
-from rlplug.trl.dpo import check_datasets, check_losses, log_loss_metrics, log_token_metrics, skip_reference_copy
+from rlplug.trl.dpo import (
+    check_datasets,
+    check_losses,
+    log_logit_metrics,
+    log_loss_metrics,
+    log_token_metrics,
+    skip_reference_copy,
+)
 
 _RELIED_ON = {
     "_compute_loss": ("self", "model", "inputs", "return_outputs"),
@@ -141,6 +148,7 @@ class RLPlugKTOTrainer(KTOTrainer):
 
         log_token_metrics(self, mode, outputs, shift_mask, batch)
         desirable = preference_batch.labels
+        log_logit_metrics(self, mode, outputs, shift_mask, desirable, top1=False)
         nan = torch.full_like(logps, float("nan"))
         logged = log_loss_metrics(
             self,
