@@ -263,3 +263,36 @@ def test_short_qlora_run(tiny_model_dir, tmp_path, datasets, algorithm):
     assert trainer.ref_model is None  # the reference is the 4-bit base with the adapter disabled
     trainer.train()
     check_short_run(trainer, 2, algorithm != "kto")
+
+
+@pytest.mark.parametrize("algorithm", ["dpo", "simpo", "kto"])
+def test_evaluate_logs_eval_metrics(tiny_model_dir, tmp_path, datasets, algorithm):
+    rows = rows_for(algorithm, datasets)
+    trainer = build_trainer(algorithm, model=tiny_model_dir, train_dataset=rows, eval_dataset=rows.select(range(16)),
+                            peft_config=lora(), **trl_fields(tmp_path, per_device_eval_batch_size=8))
+    metrics = trainer.evaluate()
+    assert math.isfinite(metrics["eval_loss"])
+    assert {"eval_rewards/chosen", "eval_rewards/rejected", "eval_rewards/margins"} <= metrics.keys()
+
+
+@pytest.mark.parametrize("algorithm", ["cpo", "kto"])
+def test_return_outputs_gives_the_logits_as_trl_does(tiny_model_dir, tmp_path, datasets, algorithm):
+    trainer = build_trainer(algorithm, model=tiny_model_dir, train_dataset=rows_for(algorithm, datasets),
+                            **trl_fields(tmp_path))
+    inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    with pytest.warns(FutureWarning, match="extra forward pass"):
+        loss, outputs = trainer.compute_loss(trainer.model, inputs, return_outputs=True)
+    assert loss.dim() == 0 and outputs.logits.shape[:2] == inputs["input_ids"].shape
+
+
+def test_changed_trl_internals_fail_at_construction(tiny_model_dir, tmp_path, datasets, monkeypatch):
+    from trl import DPOTrainer
+
+    from rlplug.trl.compat import TRLCompatibilityError
+    from rlplug.trl.dpo import check_trainer_attributes
+
+    monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs", lambda self, batch: None)
+    with pytest.raises(TRLCompatibilityError, match="compute_ref_log_probs takes"):
+        build_trainer("dpo", model=tiny_model_dir, train_dataset=datasets["paired"], **trl_fields(tmp_path))
+    with pytest.raises(TRLCompatibilityError, match="no longer sets ref_model, precompute_ref_logps"):
+        check_trainer_attributes(object())

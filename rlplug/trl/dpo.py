@@ -25,7 +25,7 @@ from rlplug.preference import (
     resolve_preference,
     token_mean_nll,
 )
-from rlplug.trl.compat import check_methods, refuse_unsupported
+from rlplug.trl.compat import TESTED_TRL_MINOR, TRLCompatibilityError, check_methods, refuse_unsupported
 
 _RELIED_ON = {
     "_compute_loss": ("self", "model", "inputs", "return_outputs"),
@@ -129,6 +129,22 @@ def log_logit_metrics(
         trainer._metrics[mode]["mean_token_accuracy"].append((correct / count).item() if count > 0 else 0.0)
 
 
+TRAINER_ATTRIBUTES = ("ref_model", "precompute_ref_logps", "aux_loss_enabled", "_metrics", "_total_train_tokens",
+                      "_tp_size")
+
+
+def check_trainer_attributes(trainer: Any, names: tuple[str, ...] = TRAINER_ATTRIBUTES) -> None:
+    """Fail at construction when TRL stopped setting an attribute ``_compute_loss`` reads."""
+    missing = [name for name in names if not hasattr(trainer, name)]
+    if missing:
+        import trl
+
+        raise TRLCompatibilityError(
+            f"TRL {trl.__version__}: {type(trainer).__name__} no longer sets {', '.join(missing)}; "
+            f"rlplug needs TRL {TESTED_TRL_MINOR}.x (pip install 'trl=={TESTED_TRL_MINOR}.*')"
+        )
+
+
 def check_losses(name: str, losses: torch.Tensor, batch_size: int) -> None:
     if losses.shape != (batch_size,):
         raise ValueError(
@@ -165,6 +181,7 @@ class RLPlugDPOTrainer(DPOTrainer):
         finally:
             if skip_copy:
                 args.precompute_ref_log_probs = False
+        check_trainer_attributes(self)
         if not needs_reference:
             self.precompute_ref_logps = False
 

@@ -22,10 +22,12 @@ from trl.trainer.utils import use_adapter
 
 from rlplug.algorithm import Algorithm
 from rlplug.preference import PreferenceBatch, PreferenceComponents, resolve_preference
-from rlplug.trl.compat import check_methods, refuse_unsupported
+from rlplug.trl.compat import TRLCompatibilityError, check_methods, refuse_unsupported
 from rlplug.trl.dpo import (
+    TRAINER_ATTRIBUTES,
     check_datasets,
     check_losses,
+    check_trainer_attributes,
     log_logit_metrics,
     log_loss_metrics,
     log_token_metrics,
@@ -86,6 +88,12 @@ class RLPlugKTOTrainer(KTOTrainer):
         finally:
             if skip_copy:
                 args.precompute_ref_log_probs = False
+        check_trainer_attributes(self, (*TRAINER_ATTRIBUTES, "calculate_KL"))
+        if self.calculate_KL != spec.needs_kl_reference:
+            raise TRLCompatibilityError(
+                f"TRL's KTOTrainer set calculate_KL={self.calculate_KL} for loss_type={args.loss_type!r}; rlplug "
+                f"needs mismatched KL pairs exactly when the loss reads kl_reference ({spec.needs_kl_reference})"
+            )
         if not spec.needs_reference:
             self.precompute_ref_logps = False
 
