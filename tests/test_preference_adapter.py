@@ -25,7 +25,7 @@ ALL = (*PAIRED, "kto")
 
 @pytest.fixture(scope="module")
 def datasets():
-    return {"paired": preference_dataset("paired").select(range(32)), "unpaired": preference_dataset("unpaired").select(range(32))}
+    return {data: preference_dataset(data).select(range(32)) for data in ("paired", "unpaired")}
 
 
 def rows_for(algorithm, datasets):
@@ -289,7 +289,7 @@ def test_changed_trl_internals_fail_at_construction(tiny_model_dir, tmp_path, da
     from trl import DPOTrainer
 
     from rlplug.trl.compat import TRLCompatibilityError
-    from rlplug.trl.dpo import check_trainer_attributes
+    from rlplug.trl.preference_common import check_trainer_attributes
 
     monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs", lambda self, batch: None)
     with pytest.raises(TRLCompatibilityError, match="compute_ref_log_probs takes"):

@@ -90,7 +90,8 @@ def train_and_evaluate(warmed_up, tmp_path, algorithm, pairs, steps=300):
 @pytest.mark.parametrize("algorithm", ["dpo", "ipo"])
 def test_preference_training_raises_held_out_accuracy(warmed_up, tmp_path, algorithm):
     assert 0.2 < warmed_up["accuracy"] < 0.6  # the warm-up leaves room to improve
-    accuracy = train_and_evaluate(warmed_up, tmp_path, algorithm, paired_preferences(warmed_up["train"], warmed_up["wrong"]))
+    pairs = paired_preferences(warmed_up["train"], warmed_up["wrong"])
+    accuracy = train_and_evaluate(warmed_up, tmp_path, algorithm, pairs)
     print(f"{algorithm}: held-out greedy accuracy {warmed_up['accuracy']:.3f} -> {accuracy:.3f}")
     assert accuracy - warmed_up["accuracy"] >= MIN_GAIN
 

@@ -34,7 +34,9 @@ def loss_fn(name):
     return get_registry().get("preference_losses", name)
 
 
-def paired(chosen, rejected, ref_chosen=None, ref_rejected=None, chosen_lengths=(1.0, 1.0), rejected_lengths=(1.0, 1.0)):
+def paired(
+    chosen, rejected, ref_chosen=None, ref_rejected=None, chosen_lengths=(1.0, 1.0), rejected_lengths=(1.0, 1.0)
+):
     chosen, chosen_lengths = t(*chosen), t(*chosen_lengths)
     return PreferenceBatch(
         chosen_logps=chosen,
@@ -180,7 +182,8 @@ def test_simpo_exact_and_the_seed_form_at_beta_one():
 
 def test_reference_free_losses_declare_it_and_reference_losses_do_too():
     registry = get_registry()
-    specs = {name: preference_loss_spec(registry.get("preference_losses", name)) for name in registry.names("preference_losses")}
+    specs = {name: preference_loss_spec(registry.get("preference_losses", name))
+             for name in registry.names("preference_losses")}
     assert {name: (s.data, s.needs_reference, s.needs_kl_reference) for name, s in specs.items()} == {
         "dpo_sigmoid": ("paired", True, False),
         "ipo": ("paired", True, False),

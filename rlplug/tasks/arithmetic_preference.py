@@ -102,7 +102,8 @@ def most_common_wrong_answers(
     wrong: dict[str, str] = {}
     for problem, answers in zip(problems, samples, strict=True):
         counts = Counter(a for a in answers if a and a != problem["answer"])
-        wrong[problem["prompt"]] = counts.most_common(1)[0][0] if counts else deterministic_wrong_answer(problem["answer"])
+        fallback = deterministic_wrong_answer(problem["answer"])
+        wrong[problem["prompt"]] = counts.most_common(1)[0][0] if counts else fallback
     return wrong
 
 
@@ -115,12 +116,11 @@ def _rejected(problem: Problem, wrong_answers: Mapping[str, str] | None) -> str:
 
 def paired_preferences(problems: list[Problem], wrong_answers: Mapping[str, str] | None = None) -> Dataset:
     """Rows ``prompt, chosen, rejected, answer``: the correct sum against a wrong one."""
-    return Dataset.from_list(
-        [
-            {"prompt": p["prompt"], "chosen": p["answer"], "rejected": _rejected(p, wrong_answers), "answer": p["answer"]}
-            for p in problems
-        ]
-    )
+    rows = [
+        {"prompt": p["prompt"], "chosen": p["answer"], "rejected": _rejected(p, wrong_answers), "answer": p["answer"]}
+        for p in problems
+    ]
+    return Dataset.from_list(rows)
 
 
 def unpaired_preferences(
@@ -129,8 +129,8 @@ def unpaired_preferences(
     """Rows ``prompt, completion, label, answer``: each sum desirable, each wrong sum undesirable, shuffled."""
     rows = []
     for p in problems:
-        rows.append({"prompt": p["prompt"], "completion": p["answer"], "label": True, "answer": p["answer"]})
-        rows.append({"prompt": p["prompt"], "completion": _rejected(p, wrong_answers), "label": False, "answer": p["answer"]})
+        for completion, label in ((p["answer"], True), (_rejected(p, wrong_answers), False)):
+            rows.append({"prompt": p["prompt"], "completion": completion, "label": label, "answer": p["answer"]})
     random.Random(seed).shuffle(rows)
     return Dataset.from_list(rows)
 

@@ -11,7 +11,6 @@ otherwise, so neither the pairs nor their forward passes exist when nothing read
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from trl.trainer.utils import use_adapter
 from rlplug.algorithm import Algorithm
 from rlplug.preference import PreferenceBatch, PreferenceComponents, resolve_preference
 from rlplug.trl.compat import TRLCompatibilityError, check_methods, refuse_unsupported
-from rlplug.trl.dpo import (
+from rlplug.trl.preference_common import (
     TRAINER_ATTRIBUTES,
     check_datasets,
     check_losses,
@@ -31,6 +30,7 @@ from rlplug.trl.dpo import (
     log_logit_metrics,
     log_loss_metrics,
     log_token_metrics,
+    recompute_outputs,
     skip_reference_copy,
 )
 
@@ -171,13 +171,5 @@ class RLPlugKTOTrainer(KTOTrainer):
         if "rewards/margins" not in metrics and {"rewards/chosen", "rewards/rejected"} <= logged.keys():
             self._metrics[mode]["rewards/margins"].append(logged["rewards/chosen"] - logged["rewards/rejected"])
         if return_outputs:
-            warnings.warn(
-                "return_outputs=True recomputes the logits with an extra forward pass (TRL's fused LM head "
-                "does not build them)",
-                FutureWarning,
-                stacklevel=2,
-            )
-            with torch.no_grad():
-                outputs = model(**model_kwargs)
-            return loss, outputs
+            return loss, recompute_outputs(model, model_kwargs)
         return loss

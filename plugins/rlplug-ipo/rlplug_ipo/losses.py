@@ -28,9 +28,8 @@ def ipo(
     chosen_logratios = batch.chosen_logratios
     rejected_logratios = batch.rejected_logratios
     if normalize_length:
-        gap = chosen_logratios / batch.chosen_lengths.clamp(min=1.0) - rejected_logratios / batch.rejected_lengths.clamp(
-            min=1.0
-        )
+        chosen_lengths = batch.chosen_lengths.clamp(min=1.0)
+        gap = chosen_logratios / chosen_lengths - rejected_logratios / batch.rejected_lengths.clamp(min=1.0)
     else:
         gap = chosen_logratios - rejected_logratios
     losses = (gap - 1 / (2 * beta)) ** 2
