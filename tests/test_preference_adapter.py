@@ -23,6 +23,15 @@ PAIRED = ("dpo", "ipo", "cpo", "simpo")
 ALL = (*PAIRED, "kto")
 
 
+@pytest.fixture(autouse=True)
+def _float32_default():
+    """Models here are float32; another test module may have changed torch's default dtype."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(previous)
+
+
 @pytest.fixture(scope="module")
 def datasets():
     return {data: preference_dataset(data).select(range(32)) for data in ("paired", "unpaired")}
@@ -256,7 +265,7 @@ def test_short_qlora_run(tiny_model_dir, tmp_path, datasets, algorithm):
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.float32,
     )
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=quantization)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=quantization, dtype=torch.float32)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     trainer = build_trainer(algorithm, model=model, train_dataset=rows_for(algorithm, datasets), peft_config=lora(),
                             **trl_fields(tmp_path, max_steps=2, learning_rate=1e-2))

@@ -26,6 +26,15 @@ pytestmark = pytest.mark.slow
 MIN_GAIN = 0.10
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _float32_default():
+    """Models here are float32; another test module may have changed torch's default dtype."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(previous)
+
+
 def supervised_warmup(model, tokenizer, problems, steps=200, batch_size=128, learning_rate=3e-3, seed=0):
     """Full fine-tuning on prompt -> answer + EOS (loss on the answer only), AdamW, linear decay."""
     rows, label_rows = [], []
