@@ -256,3 +256,24 @@ def test_complete_columns_pass():
     check_preference_columns(["prompt", "chosen", "rejected"], "paired", "dpo")
     check_preference_columns(["prompt", "completion", "label"], "unpaired", "kto")
     check_preference_columns(["prompt", "chosen", "rejected"], "unpaired", "kto")  # TRL unpairs these
+
+
+# ---- the testing kit's contract check ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["dpo_sigmoid", "ipo", "kto", "cpo", "simpo"])
+def test_every_preference_loss_passes_the_kit_contract_check(name):
+    from rlplug.testing import check_preference_loss
+
+    check_preference_loss(loss_fn(name))
+
+
+def test_the_contract_check_catches_a_loss_of_the_wrong_shape():
+    from rlplug.testing import check_preference_loss
+
+    @preference_loss(data="paired", needs_reference=False)
+    def per_pair_column(batch):
+        return (batch.chosen_logps - batch.rejected_logps).unsqueeze(1), {}
+
+    with pytest.raises(AssertionError, match=r"losses of shape \(3,\)"):
+        check_preference_loss(per_pair_column)
