@@ -71,6 +71,12 @@ def test_both_ranks_ran_with_gloo_and_groups_span_them(rank_dumps):
         assert r1["local_advantages"].shape[0] == local < rank_dumps[0]["num_generations"]
         assert r0["gathered_rewards_per_func"].shape[0] == 2 * local
         assert torch.equal(r0["gathered_rewards_per_func"], r1["gathered_rewards_per_func"])
+        # In rank order, the prompts come in runs of num_generations: one group, half on each rank.
+        prompts = r0["local_prompts"] + r1["local_prompts"]
+        size = rank_dumps[0]["num_generations"]
+        groups = [prompts[i : i + size] for i in range(0, len(prompts), size)]
+        assert all(len(set(group)) == 1 for group in groups), prompts
+        assert r0["local_prompts"][0] == r1["local_prompts"][0], "the group does not span both ranks"
 
 
 def test_concatenated_slices_equal_the_single_process_computation(rank_dumps):

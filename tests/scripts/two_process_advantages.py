@@ -1,7 +1,7 @@
 """Run under ``torchrun --nproc_per_node 2``: a short rlplug grpo run on CPU (gloo).
 
-Each rank records, at every generation, the gathered per-function rewards that the
-advantage estimator saw and the advantages it kept for its own completions, and saves
+Each rank records, at every generation, its prompts, the gathered per-function rewards
+that the advantage estimator saw and the advantages it kept for its own completions, and saves
 them to ``OUT/rank{R}.pt``. tests/test_two_processes.py compares them with the
 single-process computation.
 
@@ -50,6 +50,7 @@ def main(model_dir: str, out_dir: str) -> None:
                 "gathered_rewards_per_func": trainer._gathered_rewards_per_func.detach().cpu().clone(),
                 "reward_weights": trainer.reward_weights.detach().cpu().clone(),
                 "local_advantages": output["advantages"].detach().cpu().clone(),
+                "local_prompts": [example["prompt"] for example in inputs],
             }
         )
         return output
