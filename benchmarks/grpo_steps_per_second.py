@@ -18,6 +18,7 @@ Usage: python benchmarks/grpo_steps_per_second.py [--pairs 7] [--steps 8] [--lor
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import tempfile
@@ -81,6 +82,7 @@ def peft_config(lora: bool) -> Any:
 
 def run_once(kind: str, model_dir: str, steps: int, lora: bool, dataset: Dataset, clock_name: str) -> float:
     clock = _StepClock(clock_name)
+    gc.collect()  # start each run with the previous run's garbage gone
     with tempfile.TemporaryDirectory() as output_dir:
         set_seed(0)
         if kind == "native":
