@@ -3,7 +3,7 @@
 Runs alternate (native, rlplug, native, rlplug, ...) after one unmeasured warm-up run of
 each; each pair gives a ratio rlplug/native, and the median over pairs is printed:
 
-    rlplug/native steps/s ratio: 0.99 (median of 7 pairs)
+    rlplug/native steps/s ratio: 0.99 (median of 11 pairs)
 
 Each run trains the tiny local Llama (rlplug.tiny) from the same weights with the same
 seed; steps/s is measured from the end of the first optimizer step to the end of the
@@ -12,7 +12,7 @@ this process's CPU time (one torch thread), which other processes on a shared ma
 disturb far less than elapsed time; ``--clock wall`` measures elapsed time. Either way,
 compare the ratio, not the absolute numbers, and prefer a quiet machine.
 
-Usage: python benchmarks/grpo_steps_per_second.py [--pairs 7] [--steps 8] [--lora] [--threads 1] [--clock cpu|wall]
+Usage: python benchmarks/grpo_steps_per_second.py [--pairs 11] [--steps 8] [--lora] [--threads 1] [--clock cpu|wall]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def run_once(kind: str, model_dir: str, steps: int, lora: bool, dataset: Dataset
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=7, help="measured (native, rlplug) pairs")
+    parser.add_argument("--pairs", type=int, default=11, help="measured (native, rlplug) pairs")
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per run")
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
