@@ -75,7 +75,7 @@ class GuardedReward:
         return f"GuardedReward({self.__name__!r}, params={self.params!r})"
 
     def _call(self, prompts: list[Any], completions: list[Any], kwargs: dict[str, Any]) -> Any:
-        return self.fn(prompts, completions, **{**self.params, **kwargs})
+        return self.fn(prompts=prompts, completions=completions, **{**self.params, **kwargs})
 
     def _one_by_one(self, prompts: list[Any], completions: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], list[BaseException]]:
         size = len(completions)

@@ -183,3 +183,17 @@ def test_negative_control_zero_instead_of_unscorable_gives_those_samples_advanta
     _, seen = _run_two_steps(tiny_model_dir, zero_on_even_length, tmp_path)
     even = [rewards == 0.0 for rewards, _ in seen]
     assert any(torch.any(advantages[mask] != 0.0) for (_, advantages), mask in zip(seen, even))
+
+
+def test_rewards_are_called_by_keyword_as_trl_does():
+    from rlplug.rewards import build_reward_functions
+
+    def completions_only(completions, **kwargs):
+        return [float(len(c)) for c in completions]
+
+    def positional_prompts_first(completions, prompts, **kwargs):  # order differs from TRL's docs
+        return [float(len(p)) for p in prompts]
+
+    functions, _ = build_reward_functions([completions_only, positional_prompts_first])
+    assert functions[0](prompts=["ab", "c"], completions=["xyz", ""]) == [3.0, 0.0]
+    assert functions[1](prompts=["ab", "c"], completions=["xyz", ""]) == [2.0, 1.0]
