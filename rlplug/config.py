@@ -296,7 +296,11 @@ def _make_parser(config_class: type) -> Any:
         [RLPlugArguments, ModelArguments, DatasetArguments, config_class],
         prog="rlplug train",
         allow_abbrev=False,
-        description="Train with an rlplug algorithm on TRL. With no arguments: GRPO + LoRA on the built-in task.",
+        description=(
+            "Train with an rlplug algorithm on TRL. With no arguments: GRPO + LoRA on the built-in task. "
+            "--config FILE.yaml reads fields from a YAML mapping; --field value overrides it. "
+            "--debug shows the traceback of an error."
+        ),
     )
 
 

@@ -12,6 +12,7 @@ import functools
 import logging
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     # bitsandbytes warns at import on every CPU run that an optional 4-bit CPU kernel package is missing.
     logging.getLogger("bitsandbytes.backends.cpu").setLevel(logging.ERROR)
+    # TRL 1.16 itself calls the renamed transformers API; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [token for token in argv if token != "--debug"]
