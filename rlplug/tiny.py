@@ -10,6 +10,10 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>")
 DEFAULT_ALPHABET = "0123456789+-*=() "
+PLAIN_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ message['content'] }}{% endfor %}{% if add_generation_prompt %}={% endif %}"
+)
+"""A chat template that concatenates message contents: enough to run conversational datasets in tests."""
 
 
 def build_char_tokenizer(alphabet: str = DEFAULT_ALPHABET) -> PreTrainedTokenizerFast:
@@ -53,10 +57,15 @@ def build_tiny_llama(
     return model
 
 
-def save_tiny_model(directory: str | Path, seed: int = 0, **model_kwargs) -> Path:
-    """Build the tiny model and tokenizer and save both to ``directory`` (for from_pretrained)."""
+def save_tiny_model(directory: str | Path, seed: int = 0, chat_template: str | None = None, **model_kwargs) -> Path:
+    """Build the tiny model and tokenizer and save both to ``directory`` (for from_pretrained).
+
+    ``chat_template`` (e.g. :data:`PLAIN_CHAT_TEMPLATE`) lets the tokenizer take conversational prompts.
+    """
     directory = Path(directory)
     tokenizer = build_char_tokenizer()
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     build_tiny_llama(tokenizer, seed=seed, **model_kwargs).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

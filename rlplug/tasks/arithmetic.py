@@ -30,6 +30,11 @@ def train_dataset(seed: int = 0) -> Dataset:
     return Dataset.from_list(split_problems(seed)[0])
 
 
+def eval_dataset(seed: int = 0) -> Dataset:
+    """Held-out prompts (never trained on) with their ``answer`` column."""
+    return Dataset.from_list(split_problems(seed)[1])
+
+
 def exact_match(prompts: list[Any], completions: list[Any], answer: list[str], **kwargs: Any) -> list[float | None]:
     """1.0 when the completion, stripped, equals the ``answer`` column; else 0.0.
 
