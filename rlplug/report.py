@@ -39,9 +39,15 @@ REPORT_SPECS: dict[str, ReportSpec] = {
 
 
 def metric_series(log_history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of every log entry holding a finite ``key``."""
+    """(steps, values) of every log entry holding a finite ``key``.
+
+    The trainer's closing entry (``train_runtime``) repeats metrics averaged since the last
+    log; it is not a point of the curve.
+    """
     steps, values = [], []
     for entry in log_history:
+        if "train_runtime" in entry:
+            continue
         value = entry.get(key)
         if isinstance(value, (int, float)) and math.isfinite(value):
             steps.append(int(entry.get("step", len(steps))))

@@ -22,7 +22,8 @@ def _log_history():
     history = [{"step": 10 * (i + 1), "reward": r, "kl": 0.01 * i, "loss": 0.0} for i, r in enumerate(REWARDS)]
     history.insert(5, {"step": 55, "eval_loss": 1.0})  # an eval log: no reward
     history.insert(7, {"step": 65, "reward": math.nan})  # a non-finite value is not a logged point
-    history.append({"step": 120, "train_runtime": 3.0, "train_loss": 0.1})  # TRL's end-of-training entry
+    # TRL's end-of-training entry, which repeats averaged metrics: not a point of the curve
+    history.append({"step": 120, "train_runtime": 3.0, "train_loss": 0.1, "reward": 0.0, "kl": 9.0})
     return history
 
 
