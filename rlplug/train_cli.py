@@ -154,6 +154,7 @@ def execute(run: PreparedRun, started: float) -> dict[str, Any]:
     eval_after = evaluate(run)
     output_dir = trainer.args.output_dir
     trainer.save_model(output_dir)
+    trainer.state.save_to_json(f"{output_dir}/trainer_state.json")  # the full log history, as in checkpoints
     components = getattr(trainer, "components", None)
     fields = {
         "algorithm": recipe.name,
