@@ -54,6 +54,8 @@ class Algorithm:
 
     - ``config_defaults``: trainer-config fields (TRL's names) the recipe sets unless the
       user sets them, e.g. ``{"epsilon_high": 0.28}``.
+    - ``embedded_defaults``: trainer-config fields for the built-in tiny model and task
+      (``rlplug train`` with no model), above ``config_defaults``, e.g. DPO's larger beta there.
     - ``component_params``: per component slot (``"advantage"``, ``"policy_loss"``, ...),
       keyword arguments for that component.
     """
@@ -67,6 +69,7 @@ class Algorithm:
     kl: KLSpec = field(default_factory=KLSpec)
     config_defaults: dict[str, Any] = field(default_factory=dict)
     component_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    embedded_defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
     def with_overrides(self, **overrides: Any) -> "Algorithm":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +32,6 @@ QUANTIZATIONS = ("none", "4bit", "8bit")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 KL_KEYS = tuple(f.name for f in dataclasses.fields(KLSpec))
 REWARD_KEYS = ("name", "weight", "params")
-
-TRAINER_CONFIG_CLASSES: dict[str, str] = {"online": "trl:GRPOConfig"}
-"""The TRL config class (``module:Class``) whose fields pass through, by the recipe's trainer kind."""
 
 
 class ConfigError(ValueError):
@@ -239,14 +235,15 @@ class TrainSettings:
 
 def trainer_config_class(recipe: Algorithm) -> type:
     """The TRL config class whose fields a recipe's trainer takes."""
-    target = TRAINER_CONFIG_CLASSES.get(recipe.trainer)
-    if target is None:
+    from rlplug.api import ADAPTERS
+
+    adapter = ADAPTERS.get(recipe.trainer)
+    if adapter is None:
         raise ConfigError(
-            f"algorithm {recipe.name!r} needs a {recipe.trainer!r} trainer, which `rlplug train` does not support yet; "
-            f"supported trainer kinds: {', '.join(TRAINER_CONFIG_CLASSES)}"
+            f"algorithm {recipe.name!r} needs a {recipe.trainer!r} trainer, which rlplug does not have; "
+            f"trainer kinds: {', '.join(ADAPTERS)}"
         )
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
+    return adapter.config_class()
 
 
 def load_config_file(path: str) -> dict[str, Any]:

@@ -74,10 +74,30 @@ def prepare(dataset: Any, args: DatasetArguments) -> Any:
     return dataset.map(convert, remove_columns=removed or None)
 
 
-def load_datasets(args: DatasetArguments) -> tuple[Any, Any | None]:
-    """Training prompts and held-out prompts (or None), with TRL's column names."""
+def load_datasets(
+    args: DatasetArguments, recipe: Any = None, model: Any = None, tokenizer: Any = None
+) -> tuple[Any, Any | None]:
+    """Training data and held-out prompts (or None), with TRL's column names.
+
+    Online recipes train on prompts. Preference recipes train on the built-in task's
+    preference pairs (the model's most common wrong answer is rejected) or, for a user
+    dataset, on its rows as they are (TRL's ``chosen``/``rejected`` or ``completion``/``label``).
+    Held-out prompts are scored the same way for every recipe.
+    """
+    from rlplug.preference import preference_data_of
+
+    preference = recipe is not None and preference_data_of(recipe) is not None
     if args.is_builtin:
         train, held_out = arithmetic.train_dataset(), arithmetic.eval_dataset()
+        if preference:
+            from rlplug.tasks.arithmetic_preference import preference_dataset_for
+
+            train = preference_dataset_for(recipe, model=model, tokenizer=tokenizer)
+    elif preference:
+        train = load_split(args.dataset_name, args.dataset_config, args.dataset_train_split)
+        held_out = None
+        if args.dataset_test_split is not None:
+            held_out = prepare(load_split(args.dataset_name, args.dataset_config, args.dataset_test_split), args)
     else:
         train = prepare(load_split(args.dataset_name, args.dataset_config, args.dataset_train_split), args)
         held_out = None

@@ -28,6 +28,35 @@ EMBEDDED_TRAINER_DEFAULTS: dict[str, dict[str, Any]] = {
         "report_to": "none",
         "dataloader_pin_memory": False,
     },
+    # Measured with LoRA on the warmed-up model: +0.15 to +0.27 held-out accuracy for dpo/ipo.
+    "paired_preference": {
+        "learning_rate": 1e-3,
+        "lr_scheduler_type": "linear",  # a constant rate lets DPO suppress EOS
+        "per_device_train_batch_size": 64,
+        "per_device_eval_batch_size": 128,
+        "max_length": 12,  # "a+b+c=" + two digits + EOS; also the evaluation's generation budget
+        "max_steps": 300,
+        "bf16": False,
+        "activation_checkpointing": False,
+        "logging_steps": 0.025,
+        "save_strategy": "no",
+        "report_to": "none",
+        "dataloader_pin_memory": False,
+    },
+    "unpaired_preference": {
+        "learning_rate": 1e-3,
+        "lr_scheduler_type": "linear",
+        "per_device_train_batch_size": 64,
+        "per_device_eval_batch_size": 128,
+        "max_length": 12,  # "a+b+c=" + two digits + EOS; also the evaluation's generation budget
+        "max_steps": 300,
+        "bf16": False,
+        "activation_checkpointing": False,
+        "logging_steps": 0.025,
+        "save_strategy": "no",
+        "report_to": "none",
+        "dataloader_pin_memory": False,
+    },
 }
 
 EMBEDDED_TORCH_THREADS = 1
@@ -42,9 +71,10 @@ _KL_FIELDS = frozenset({"beta", "use_bias_correction_kl"})
 
 
 def embedded_trainer_fields(recipe: Algorithm, user_fields: dict[str, Any], user_kl_given: bool) -> dict[str, Any]:
-    """The embedded defaults that apply: not set by the recipe, the user, or a KL choice."""
-    defaults = dict(EMBEDDED_TRAINER_DEFAULTS.get(recipe.trainer, {}))
-    shadowed = set(recipe.config_defaults) | set(user_fields)
+    """The embedded defaults that apply: the trainer kind's, then the recipe's own
+    ``embedded_defaults``; not those the recipe's ``config_defaults``, the user, or a KL choice set."""
+    defaults = {**EMBEDDED_TRAINER_DEFAULTS.get(recipe.trainer, {}), **recipe.embedded_defaults}
+    shadowed = (set(recipe.config_defaults) - set(recipe.embedded_defaults)) | set(user_fields)
     for group in _SHADOWING_GROUPS:
         if group & set(user_fields):
             shadowed |= group

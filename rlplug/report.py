@@ -35,6 +35,15 @@ REPORT_SPECS: dict[str, ReportSpec] = {
         headline={"reward": "reward"},
         panels=(("reward", "mean reward per completion"), ("kl", "KL(policy || reference), per token")),
     ),
+    "paired_preference": ReportSpec(
+        headline={"margin": "rewards/margins", "accuracy": "rewards/accuracies"},
+        panels=(("rewards/margins", "preference margin (chosen - rejected)"),
+                ("rewards/accuracies", "preference accuracy (chosen > rejected)")),
+    ),
+    "unpaired_preference": ReportSpec(
+        headline={"margin": "rewards/margins"},
+        panels=(("rewards/margins", "reward margin (desirable - undesirable)"), ("kl", "KL reference point z_ref")),
+    ),
 }
 
 

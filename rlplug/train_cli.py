@@ -36,34 +36,34 @@ class PreparedRun:
     dataset_label: str
 
 
-def _reward_function(spec: RewardSpec) -> Callable[..., Any]:
-    """The registered function with its params bound, named by its registry name (TRL logs rewards/<name>)."""
-    from rlplug.plugins import get_registry
-
-    function = get_registry().get("reward_functions", spec.name)
-    bound = functools.partial(function, **spec.params)
-    functools.update_wrapper(bound, function)
-    bound.__name__ = spec.name
-    return bound
-
-
-def _rewards(settings: TrainSettings) -> tuple[list[Callable[..., Any]], list[float]]:
+def _reward_entries(settings: TrainSettings) -> tuple[list[dict[str, Any]], list[float]]:
+    """Reward entries for rlplug.rewards (name + params) and their weights."""
     from rlplug.data import BUILTIN_TASK_REWARDS
+    from rlplug.plugins import get_registry
 
     specs = settings.rlplug.rewards
     if specs is None:
-        if not settings.data.is_builtin:
+        if not settings.data.is_builtin and _takes_reward_funcs(settings):
             raise ConfigError("rewards: name at least one reward function, e.g. rewards: [{name: accuracy_math, weight: 1.0}]")
-        specs = [RewardSpec(name) for name in BUILTIN_TASK_REWARDS]
+        specs = [RewardSpec(name) for name in BUILTIN_TASK_REWARDS] if settings.data.is_builtin else []
     elif "reward_weights" in settings.trainer_fields:
         raise ConfigError("give reward weights once: as `weight` in `rewards`, or TRL's reward_weights, not both")
+    for spec in specs:  # unknown names fail here, before any model loads
+        get_registry().get("reward_functions", spec.name)
     weights = settings.trainer_fields.get("reward_weights") or [spec.weight for spec in specs]
     if len(weights) != len(specs):
         raise ConfigError(f"reward_weights has {len(weights)} entries for {len(specs)} reward functions")
-    return [_reward_function(spec) for spec in specs], [float(w) for w in weights]
+    return [{"name": spec.name, **spec.params} for spec in specs], [float(w) for w in weights]
+
+
+def _takes_reward_funcs(settings: TrainSettings) -> bool:
+    from rlplug.api import ADAPTERS
+
+    return ADAPTERS[settings.recipe.trainer].takes_reward_funcs
 
 
 def _trainer_fields(settings: TrainSettings, reward_weights: list[float]) -> dict[str, Any]:
+    """The trainer-config fields: embedded defaults (built-in model only) under the user's."""
     from rlplug.embedded import embedded_trainer_fields
 
     user = dict(settings.trainer_fields)
@@ -74,7 +74,10 @@ def _trainer_fields(settings: TrainSettings, reward_weights: list[float]) -> dic
         if settings.model.is_builtin
         else {}
     )
-    return {**embedded, **user, "reward_weights": reward_weights}
+    fields = {**embedded, **user}
+    if _takes_reward_funcs(settings):
+        fields["reward_weights"] = reward_weights
+    return fields
 
 
 def _set_threads(settings: TrainSettings) -> None:
@@ -97,8 +100,10 @@ def prepare_run(settings: TrainSettings) -> PreparedRun:
     from rlplug.models import load_policy
     from rlplug.warmup import warmed_up_model_dir
 
+    from rlplug.rewards import build_reward_functions
+
     _set_threads(settings)
-    reward_funcs, reward_weights = _rewards(settings)
+    reward_entries, reward_weights = _reward_entries(settings)
     fields = _trainer_fields(settings, reward_weights)
     model_init_kwargs = parse_structured("model_init_kwargs", fields.pop("model_init_kwargs", None))
     name_or_path = settings.model.model_name_or_path or str(warmed_up_model_dir())
@@ -106,11 +111,14 @@ def prepare_run(settings: TrainSettings) -> PreparedRun:
         name_or_path, settings.model, trust_remote_code=bool(fields.get("trust_remote_code", False)),
         model_init_kwargs=model_init_kwargs,
     )
-    train_dataset, eval_dataset = load_datasets(settings.data)
+    train_dataset, eval_dataset = load_datasets(settings.data, settings.recipe, policy.model, policy.tokenizer)
+    online = _takes_reward_funcs(settings)
     trainer = build_trainer(
         settings.recipe, model=policy.model, processing_class=policy.tokenizer, peft_config=policy.peft_config,
-        reward_funcs=reward_funcs, train_dataset=train_dataset, **fields,
+        reward_funcs=reward_entries if online else None, train_dataset=train_dataset, **fields,
     )
+    # Held-out scoring uses the same rewards; a preference trainer has none of its own.
+    reward_funcs = list(trainer.reward_funcs) if online else build_reward_functions(reward_entries)[0]
     return PreparedRun(
         settings=settings, trainer=trainer, tokenizer=policy.tokenizer, eval_dataset=eval_dataset,
         reward_funcs=reward_funcs, reward_weights=reward_weights,
@@ -128,7 +136,8 @@ def evaluate(run: PreparedRun) -> float | None:
     args = run.trainer.args
     return mean_greedy_reward(
         run.trainer.model, run.tokenizer, run.eval_dataset, run.reward_funcs, run.reward_weights,
-        max_new_tokens=args.max_completion_length, batch_size=args.per_device_eval_batch_size,
+        max_new_tokens=getattr(args, "max_completion_length", None) or args.max_length,
+        batch_size=args.per_device_eval_batch_size,
     )
 
 
@@ -155,7 +164,6 @@ def execute(run: PreparedRun, started: float) -> dict[str, Any]:
     output_dir = trainer.args.output_dir
     trainer.save_model(output_dir)
     trainer.state.save_to_json(f"{output_dir}/trainer_state.json")  # the full log history, as in checkpoints
-    components = getattr(trainer, "components", None)
     fields = {
         "algorithm": recipe.name,
         "steps": trainer.state.global_step,
@@ -169,8 +177,9 @@ def execute(run: PreparedRun, started: float) -> dict[str, Any]:
         "seed": trainer.args.seed,
         "components": {
             "advantage": recipe.advantage, "policy_loss": recipe.policy_loss, "aggregation": recipe.aggregation,
+            "preference_loss": recipe.preference_loss,
             "kl": {"estimator": recipe.kl.estimator, "placement": recipe.kl.placement,
-                   "coef": components.kl.coef if components is not None else recipe.kl.coef},
+                   "coef": getattr(trainer, "current_kl", recipe.kl).coef},
         },
         "rewards": [{"name": getattr(f, "__name__", str(f)), "weight": w} for f, w in zip(run.reward_funcs, run.reward_weights)],
     }
