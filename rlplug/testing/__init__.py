@@ -16,7 +16,6 @@ the ``pytest11`` entry point whenever rlplug is installed.
 
 from rlplug.testing.batches import (
     PolicyLossBatch,
-    ToyPreferencePairs,
     degenerate_rollouts,
     make_rollout,
     toy_policy_batch,
@@ -40,7 +39,6 @@ __all__ = [
     "HookCallRecorder",
     "PolicyLossBatch",
     "PropertyCheckFailure",
-    "ToyPreferencePairs",
     "check_advantage_estimator",
     "check_policy_loss",
     "check_preference_loss",

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from rlplug.preference import PreferenceBatch
 from rlplug.rollout import Rollout
 
 NAN = float("nan")
@@ -114,56 +115,6 @@ def toy_policy_batch(log_ratio: float = 0.0, advantages: list[float] | None = No
     )
 
 
-@dataclass(frozen=True)
-class ToyPreferencePairs:
-    """The fields of rlplug's preference batch, used when the core has no ``rlplug.preference``.
-
-    Field names and the log-ratio properties follow ``rlplug.preference.PreferenceBatch``.
-    """
-
-    chosen_logps: torch.Tensor | None = None
-    rejected_logps: torch.Tensor | None = None
-    chosen_lengths: torch.Tensor | None = None
-    rejected_lengths: torch.Tensor | None = None
-    ref_chosen_logps: torch.Tensor | None = None
-    ref_rejected_logps: torch.Tensor | None = None
-    chosen_nll: torch.Tensor | None = None
-    logps: torch.Tensor | None = None
-    lengths: torch.Tensor | None = None
-    ref_logps: torch.Tensor | None = None
-    labels: torch.Tensor | None = None
-    kl_reference: torch.Tensor | None = None
-
-    @property
-    def paired(self) -> bool:
-        return self.chosen_logps is not None
-
-    @property
-    def batch_size(self) -> int:
-        return (self.chosen_logps if self.paired else self.logps).shape[0]
-
-    @property
-    def chosen_logratios(self) -> torch.Tensor:
-        return self.chosen_logps - self.ref_chosen_logps
-
-    @property
-    def rejected_logratios(self) -> torch.Tensor:
-        return self.rejected_logps - self.ref_rejected_logps
-
-    @property
-    def logratios(self) -> torch.Tensor:
-        return self.logps - self.ref_logps
-
-
-def preference_batch_type() -> type:
-    """``rlplug.preference.PreferenceBatch`` where the core has it, else :class:`ToyPreferencePairs`."""
-    try:
-        from rlplug.preference import PreferenceBatch
-    except ImportError:
-        return ToyPreferencePairs
-    return PreferenceBatch
-
-
 def _vector(values: list[float], grad: bool = False) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32, requires_grad=grad)
 
@@ -211,9 +162,9 @@ def unpaired_fields(margin_scale: float = 1.0) -> dict[str, Any]:
 
 def toy_preference_batch(margin_scale: float = 1.0) -> Any:
     """A paired preference batch with the values of :func:`paired_fields`."""
-    return preference_batch_type()(**paired_fields(margin_scale))
+    return PreferenceBatch(**paired_fields(margin_scale))
 
 
 def toy_unpaired_batch(margin_scale: float = 1.0) -> Any:
     """An unpaired (KTO-style) preference batch with the values of :func:`unpaired_fields`."""
-    return preference_batch_type()(**unpaired_fields(margin_scale))
+    return PreferenceBatch(**unpaired_fields(margin_scale))

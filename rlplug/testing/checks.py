@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 import torch
 
+from rlplug.preference import PreferenceBatch
 from rlplug.rollout import Rollout
 from rlplug.testing.batches import (
     degenerate_rollouts,
     paired_fields,
-    preference_batch_type,
     toy_policy_batch,
     toy_rollout,
     unpaired_fields,
@@ -257,7 +257,7 @@ def _declared_data(fn: Callable[..., Any]) -> str:
 
 def _call_preference_loss(fn: Callable[..., Any], values: dict[str, Any], params: dict[str, Any], case: str) -> torch.Tensor:
     kind = "preference loss"
-    batch = preference_batch_type()(**values)
+    batch = PreferenceBatch(**values)
     result = fn(batch, **params)
     if not (isinstance(result, tuple) and len(result) == 2):
         raise _fail(fn, kind, "returns (losses, metrics)", case, f"got {type(result).__name__}")
