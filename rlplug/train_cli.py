@@ -9,6 +9,7 @@ held-out score before and after training.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import sys
 import time
@@ -36,15 +37,33 @@ class PreparedRun:
     dataset_label: str
 
 
+class NamedReward:
+    """A registered reward function with keyword params bound, named by its registry name.
+
+    TRL logs ``rewards/<name>/mean`` after ``__name__`` (and unwraps functools.partial), so
+    the registry name shows in the logs. A plain class keeps it picklable.
+    """
+
+    def __init__(self, name: str, function: Callable[..., Any], params: dict[str, Any]) -> None:
+        self.__name__ = name
+        self.function = function
+        self.params = dict(params)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.function(*args, **self.params, **kwargs)
+
+
 def _reward_function(spec: RewardSpec) -> Callable[..., Any]:
-    """The registered function with its params bound, named by its registry name (TRL logs rewards/<name>)."""
     from rlplug.plugins import get_registry
 
     function = get_registry().get("reward_functions", spec.name)
-    bound = functools.partial(function, **spec.params)
-    functools.update_wrapper(bound, function)
-    bound.__name__ = spec.name
-    return bound
+    try:
+        inspect.signature(function).bind_partial(**spec.params)
+    except TypeError as error:
+        raise ConfigError(f"rewards: {spec.name!r} does not take params {sorted(spec.params)}: {error}") from None
+    if inspect.iscoroutinefunction(function):
+        return functools.partial(function, **spec.params) if spec.params else function
+    return NamedReward(spec.name, function, spec.params)
 
 
 def _rewards(settings: TrainSettings) -> tuple[list[Callable[..., Any]], list[float]]:
