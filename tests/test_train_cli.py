@@ -14,7 +14,7 @@ from rlplug.config import ConfigError, parse_train_args
 from rlplug.embedded import EMBEDDED_TRAINER_DEFAULTS, embedded_trainer_fields
 from rlplug.registry import UnknownComponentError
 from rlplug.report import PLOT_FILE, SUMMARY_FILE
-from rlplug.train_cli import NamedReward, execute, main, prepare_run
+from rlplug.train_cli import execute, main, prepare_run
 
 
 @pytest.fixture(scope="session")
@@ -114,15 +114,6 @@ def test_built_trainer_gets_recipe_embedded_and_user_values(tmp_path):
     assert args.reward_weights == [1.0]
     assert run.trainer.reward_func_names == ["arithmetic_exact_match"]  # logged as rewards/<registry name>
     assert len(run.eval_dataset) == 334
-
-
-def test_reward_params_are_bound_and_the_name_is_the_registry_name():
-    def scaled(prompts, completions, scale, **kwargs):
-        return [scale * len(c) for c in completions]
-
-    reward = NamedReward("scaled_length", scaled, {"scale": 0.5})
-    assert reward.__name__ == "scaled_length"
-    assert reward(prompts=["p", "q"], completions=["abcd", "ab"]) == [2.0, 1.0]
 
 
 # ---- bad configs ------------------------------------------------------------------------
