@@ -34,13 +34,6 @@ def resolve_algorithm(
     )
 
 
-def resolve_reward_functions(rewards: list[RewardSpec] | RewardSpec | None, config: Any = None) -> list[Callable[..., Any]] | None:
-    """Reward functions by registry name or config entry (bound and guarded, see rlplug.rewards)."""
-    if rewards is None:
-        return None
-    return build_reward_functions(rewards, config)[0]
-
-
 def _config_for(adapter: "Adapter", recipe: Algorithm, overrides: dict[str, Any]) -> Any:
     fields = {"output_dir": "rlplug-output", **recipe.config_defaults, **overrides}
     return adapter.config_class()(**fields)

@@ -8,23 +8,7 @@ from __future__ import annotations
 
 import torch
 
-
-def _clipped_surrogate(
-    ratio: torch.Tensor, advantages: torch.Tensor, epsilon: float, epsilon_high: float | None, delta: float | None
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    epsilon_high = epsilon if epsilon_high is None else epsilon_high
-    clipped_ratio = torch.clamp(ratio, 1 - epsilon, 1 + epsilon_high)
-    if delta is not None:
-        ratio = torch.clamp(ratio, max=delta)
-    per_token_loss = -torch.min(ratio * advantages, clipped_ratio * advantages)
-    is_low_clipped = (ratio < 1 - epsilon) & (advantages < 0)
-    is_high_clipped = (ratio > 1 + epsilon_high) & (advantages > 0)
-    metrics = {
-        "clip_ratio/low_mean": is_low_clipped.float(),
-        "clip_ratio/high_mean": is_high_clipped.float(),
-        "clip_ratio/region_mean": (is_low_clipped | is_high_clipped).float(),
-    }
-    return per_token_loss, metrics
+from rlplug.components.clipping import clipped_surrogate
 
 
 def ppo_clip(
@@ -44,7 +28,7 @@ def ppo_clip(
     (arXiv:2505.07291). ``epsilon_high=None`` means symmetric. Matches TRL's grpo/dapo/bnpo loss.
     """
     ratio = torch.exp(logps - old_logps)
-    return _clipped_surrogate(ratio, advantages, epsilon, epsilon_high, delta)
+    return clipped_surrogate(ratio, advantages, epsilon, epsilon_high, delta)
 
 
 def gspo_clip(
@@ -64,7 +48,7 @@ def gspo_clip(
     """
     log_ratio = ((logps - old_logps) * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
     ratio = torch.exp(log_ratio.unsqueeze(-1))
-    return _clipped_surrogate(ratio, advantages, epsilon, epsilon_high, delta)
+    return clipped_surrogate(ratio, advantages, epsilon, epsilon_high, delta)
 
 
 def cispo(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from rlplug import AggregationContext
+from rlplug.components.clipping import clipped_surrogate
 
 
 def sequence_ratio_clip(
@@ -29,20 +30,10 @@ def sequence_ratio_clip(
             f"sequence_ratio_clip needs one advantage per sequence, (B, 1); got {tuple(advantages.shape)}. "
             "Choose an outcome advantage estimator (e.g. rloo) or a per-token policy loss."
         )
-    epsilon_high = epsilon if epsilon_high is None else epsilon_high
     sequence_logps = (logps * mask).sum(1, keepdim=True)
     old_sequence_logps = (old_logps * mask).sum(1, keepdim=True)
     ratio = torch.exp(sequence_logps - old_sequence_logps)
-    clipped_ratio = torch.clamp(ratio, 1 - epsilon, 1 + epsilon_high)
-    per_sequence_loss = -torch.min(ratio * advantages, clipped_ratio * advantages)
-    is_low_clipped = (ratio < 1 - epsilon) & (advantages < 0)
-    is_high_clipped = (ratio > 1 + epsilon_high) & (advantages > 0)
-    metrics = {
-        "clip_ratio/low_mean": is_low_clipped.float(),
-        "clip_ratio/high_mean": is_high_clipped.float(),
-        "clip_ratio/region_mean": (is_low_clipped | is_high_clipped).float(),
-    }
-    return per_sequence_loss, metrics
+    return clipped_surrogate(ratio, advantages, epsilon, epsilon_high)
 
 
 def sequence_mean(per_token_loss: torch.Tensor, mask: torch.Tensor, ctx: AggregationContext) -> torch.Tensor:
