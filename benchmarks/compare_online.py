@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rlplug.report import metric_series
-from rlplug.train_cli import main as rlplug_train
+from rlplug.app.report import metric_series
+from rlplug.cli import train as rlplug_train
 
 DEFAULT_ALGORITHMS = "grpo,dr_grpo,rloo,reinforce_pp"
 

@@ -5,7 +5,7 @@ each; each pair gives a ratio rlplug/native, and the median over pairs is printe
 
     rlplug/native steps/s ratio: 0.99 (median of 11 pairs)
 
-Each run trains the tiny local Llama (rlplug.tiny) from the same weights with the same
+Each run trains the tiny local Llama (rlplug.demo.tiny) from the same weights with the same
 seed; steps/s is measured from the end of the first optimizer step to the end of the
 last, so loading and the first step's one-off costs are excluded. By default the clock is
 this process's CPU time (one torch thread), which other processes on a shared machine
@@ -35,9 +35,9 @@ from transformers import PrinterCallback, TrainerCallback, set_seed  # noqa: E40
 from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
-from rlplug.api import build_trainer  # noqa: E402
-from rlplug.tasks.arithmetic import all_problems  # noqa: E402
-from rlplug.tiny import save_tiny_model  # noqa: E402
+from rlplug.trl.build import build_trainer  # noqa: E402
+from rlplug.demo.arithmetic import all_problems  # noqa: E402
+from rlplug.demo.tiny import save_tiny_model  # noqa: E402
 
 
 def digit_fraction_reward(completions: list[str], **kwargs: Any) -> list[float]:

@@ -1,36 +1,53 @@
-"""rlplug: plugin framework for RL post-training of language models on TRL."""
+"""rlplug: plugin framework for RL post-training of language models on TRL.
+
+This module is the public surface that plugins import. It loads no plugin and imports
+neither TRL, transformers nor datasets; ``build_trainer`` loads TRL on first use.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from rlplug.algorithm import Algorithm, KLSpec
-from rlplug.components.aggregation import AggregationContext
-from rlplug.hookspecs import hookimpl
-from rlplug.plugins import get_registry, load_plugins
-from rlplug.registry import DuplicateComponentError, UnknownComponentError
-from rlplug.rollout import Rollout
-
-__version__ = "0.1.0"
+from rlplug.components.advantages import group_mean
+from rlplug.components.clipping import clipped_surrogate
+from rlplug.components.stats import nanstd, reverse_cumsum
+from rlplug.core.aggregation import AggregationContext
+from rlplug.core.algorithm import Algorithm, KLSpec
+from rlplug.core.hookspecs import hookimpl
+from rlplug.core.plugins import get_registry, load_plugins
+from rlplug.core.preference import PreferenceBatch, paired_reward_metrics, preference_loss, unpaired_reward_metrics
+from rlplug.core.registry import DuplicateComponentError, UnknownComponentError
+from rlplug.core.rollout import Rollout
+from rlplug.core.trainer_kinds import TrainerKind
+from rlplug.core.version import __version__
 
 __all__ = [
     "AggregationContext",
     "Algorithm",
     "DuplicateComponentError",
     "KLSpec",
+    "PreferenceBatch",
     "Rollout",
+    "TrainerKind",
     "UnknownComponentError",
+    "__version__",
     "build_trainer",
+    "clipped_surrogate",
     "get_registry",
+    "group_mean",
     "hookimpl",
     "load_plugins",
+    "nanstd",
+    "paired_reward_metrics",
+    "preference_loss",
+    "reverse_cumsum",
+    "unpaired_reward_metrics",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    # The trainer API imports TRL; keep `import rlplug` light.
     if name == "build_trainer":
-        from rlplug.api import build_trainer
+        from rlplug.trl.build import build_trainer
 
         return build_trainer
     raise AttributeError(f"module 'rlplug' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""The ``rlplug`` command."""
+"""The ``rlplug`` command: the composition root, which hands the application the demo's
+built-in task. It is the one module that imports every floor."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import argparse
 import json
 import sys
 
-from rlplug import new_plugin
-from rlplug.plugins import describe_plugins, load_failures
+from rlplug.app import new_plugin
+from rlplug.core.plugins import describe_plugins, load_failures
 
 
 def _plugins_command(args: argparse.Namespace) -> int:
@@ -25,20 +26,24 @@ def _plugins_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_command(argv: list[str]) -> int:
-    from rlplug.train_cli import main as train_main
+def train(argv: list[str] | None = None) -> int:
+    """``rlplug train ARGS``, with the built-in task where the config names no model or dataset."""
+    from rlplug.app.train import main as train_main
+    from rlplug.demo import BUILTIN_TASK
 
-    return train_main(argv)
+    return train_main(argv, builtin=BUILTIN_TASK)
 
 
-def _train_reward_model_command(argv: list[str]) -> int:
-    from rlplug.reward_model_training import train_rm_main
+def train_reward_model(argv: list[str] | None = None) -> int:
+    """``rlplug train-rm ARGS``, with the built-in task's tiny reward model where no model is named."""
+    from rlplug.app.reward_model import train_rm_main
+    from rlplug.demo import BUILTIN_TASK
 
-    return train_rm_main(argv)
+    return train_rm_main(argv, builtin=BUILTIN_TASK)
 
 
 # Commands that parse their own arguments (TRL-style `--field value` overrides).
-PASS_THROUGH_COMMANDS = {"train": _train_command, "train-rm": _train_reward_model_command}
+PASS_THROUGH_COMMANDS = {"train": train, "train-rm": train_reward_model}
 
 
 def main(argv: list[str] | None = None) -> int:

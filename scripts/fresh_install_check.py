@@ -41,8 +41,8 @@ IGNORED = shutil.ignore_patterns(
 TRAIN = """
 import json, sys
 import rlplug
-from rlplug.tasks.arithmetic import train_dataset
-from rlplug.tiny import save_tiny_model
+from rlplug.demo.arithmetic import train_dataset
+from rlplug.demo.tiny import save_tiny_model
 
 algorithm = sys.argv[1]
 registry = rlplug.get_registry()

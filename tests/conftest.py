@@ -20,7 +20,7 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _fresh_plugins_and_threads():
     """Each test starts with plugins reloaded from the environment and one torch thread."""
-    from rlplug import plugins
+    from rlplug.core import plugins
 
     plugins.reset()
     threads = torch.get_num_threads()

@@ -4,9 +4,9 @@ import pytest
 from trl import GRPOTrainer
 
 from rlplug import build_trainer
-from rlplug.kl_placement import KLConfigError
-from rlplug.resolve import ComponentConfigError
-from rlplug.tasks.arithmetic import train_dataset
+from rlplug.components.kl_placement import KLConfigError
+from rlplug.core.resolve import ComponentConfigError
+from rlplug.demo.arithmetic import train_dataset
 from rlplug.trl.compat import TRLCompatibilityError, check_methods
 from rlplug.trl.grpo import _RELIED_ON
 

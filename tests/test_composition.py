@@ -17,9 +17,9 @@ import torch
 from datasets import Dataset
 from transformers import set_seed
 
-from rlplug.api import build_trainer
-from rlplug.resolve import BoundComponent
-from rlplug.tasks.arithmetic import all_problems
+from rlplug.trl.build import build_trainer
+from rlplug.core.resolve import BoundComponent
+from rlplug.demo.arithmetic import all_problems
 
 COMPOSED = {"advantage": "group_mean", "policy_loss": "gspo_clip", "aggregation": "global_token_mean"}
 NUM_GENERATIONS = 4

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlplug.config import ConfigError, parse_train_args
-from rlplug.tiny import PLAIN_CHAT_TEMPLATE, save_tiny_model
-from rlplug.train_cli import prepare_run
+from rlplug.app.config import ConfigError, parse_train_args
+from rlplug.demo.tiny import PLAIN_CHAT_TEMPLATE, save_tiny_model
+from rlplug.app.train import prepare_run
+from rlplug.demo import BUILTIN_TASK
 from rlplug.trl.grpo import RLPlugGRPOTrainer
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
@@ -50,7 +51,7 @@ def test_there_are_examples_and_each_states_its_gpu_memory():
 def test_example_builds_its_trainer(example, chat_model_dir, gsm8k_like_files, tmp_path):
     declared = yaml.safe_load(example.read_text())
     assert declared["model_name_or_path"].startswith("Qwen/") and declared["dataset_name"] == "openai/gsm8k"
-    run = prepare_run(parse_train_args(_swapped_argv(example, chat_model_dir, gsm8k_like_files, tmp_path)))
+    run = prepare_run(parse_train_args(_swapped_argv(example, chat_model_dir, gsm8k_like_files, tmp_path)), BUILTIN_TASK)
     trainer = run.trainer
 
     assert isinstance(trainer, RLPlugGRPOTrainer)
@@ -81,4 +82,4 @@ def test_negative_control_a_rotten_example_fails(tmp_path, chat_model_dir, gsm8k
     rotten = tmp_path / "rotten.yaml"
     rotten.write_text(EXAMPLES[0].read_text().replace("num_generations:", "num_generation:"))
     with pytest.raises(ConfigError, match="unknown field 'num_generation'"):
-        prepare_run(parse_train_args(_swapped_argv(rotten, chat_model_dir, gsm8k_like_files, tmp_path)))
+        prepare_run(parse_train_args(_swapped_argv(rotten, chat_model_dir, gsm8k_like_files, tmp_path)), BUILTIN_TASK)

@@ -1,7 +1,7 @@
 """Exact expected gradients of every KL estimator x placement, by enumeration in float64.
 
 The surrogate for each sampled y is built with the same functions the trainer calls
-(rlplug.kl_placement and the registered estimators), and its expectation is taken exactly:
+(rlplug.components.kl_placement and the registered estimators), and its expectation is taken exactly:
 grad sum_y sg(pi(y)) L(y) = E_y[grad L(y)]. Truth: autograd of the exact KL.
 """
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rlplug import KLSpec, Rollout, get_registry
-from rlplug.kl_placement import KLConfigError, check_kl_spec, loss_kl_term, reward_kl_token_rewards
+from rlplug.components.kl_placement import KLConfigError, check_kl_spec, loss_kl_term, reward_kl_token_rewards
 
 V = 6
 

@@ -3,8 +3,8 @@
 import pytest
 
 from rlplug import build_trainer
-from rlplug.kl_control import AdaptiveKLController
-from rlplug.tasks.arithmetic import train_dataset
+from rlplug.components.kl_control import AdaptiveKLController
+from rlplug.demo.arithmetic import train_dataset
 
 
 def test_adaptive_controller_moves_toward_the_target():

@@ -16,8 +16,8 @@ from datasets import Dataset
 from peft import LoraConfig, PeftModel, prepare_model_for_kbit_training
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, set_seed
 
-from rlplug.api import build_trainer
-from rlplug.tasks.arithmetic import all_problems
+from rlplug.trl.build import build_trainer
+from rlplug.demo.arithmetic import all_problems
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # bitsandbytes: no `kernels` package on CPU
 

@@ -7,9 +7,9 @@ import torch
 from transformers import LlamaForCausalLM
 
 from rlplug import build_trainer
-from rlplug.config import ConfigError, ModelArguments
-from rlplug.models import load_model, load_policy, lora_config, quantization_config
-from rlplug.tasks import arithmetic
+from rlplug.app.config import ConfigError, ModelArguments
+from rlplug.app.models import load_model, load_policy, lora_config, quantization_config
+from rlplug.demo import arithmetic
 
 # The tiny model: vocab 20 (3 special + 17 characters), hidden 64, MLP 256, 2 layers, untied head.
 BASE_PARAMETERS = 20 * 64 + 2 * (4 * 64 * 64 + 3 * 64 * 256 + 2 * 64) + 64 + 64 * 20  # = 133,952

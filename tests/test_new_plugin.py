@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rlplug.cli import main as cli_main
-from rlplug.new_plugin import NewPluginError, create_plugin, plugin_names
+from rlplug.app.new_plugin import NewPluginError, create_plugin, plugin_names
 from rlplug.testing import overlay_venv, pip_install
 
 

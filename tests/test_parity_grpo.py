@@ -36,8 +36,8 @@ from datasets import Dataset
 from transformers import TrainerCallback, set_seed
 from trl import GRPOConfig, GRPOTrainer
 
-from rlplug.api import build_trainer
-from rlplug.tasks.arithmetic import all_problems
+from rlplug.trl.build import build_trainer
+from rlplug.demo.arithmetic import all_problems
 
 SEED = 1234
 LEARNING_RATE = 3e-2
@@ -262,10 +262,10 @@ def test_beta_gradient_rounding_comes_only_from_the_shared_ratio():
     """The explanation above, checked on tensors: TRL's formula with rho computed twice
     (once for the surrogate, once for the KL) reproduces rlplug's gradient bitwise, while
     TRL's shared rho differs from it by rounding only."""
-    from rlplug.algorithm import KLSpec
+    from rlplug.core.algorithm import KLSpec
     from rlplug.components.aggregation import AggregationContext, sequence_mean_token_mean
     from rlplug.components.kl import k3
-    from rlplug.kl_placement import loss_kl_term
+    from rlplug.components.kl_placement import loss_kl_term
     from rlplug_grpo.losses import ppo_clip
 
     generator = torch.Generator().manual_seed(0)

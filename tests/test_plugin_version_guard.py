@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
-import rlplug
-from rlplug import plugins
-from rlplug.new_plugin import rlplug_requirement
+import rlplug.core.version
+from rlplug.core import plugins
+from rlplug.app.new_plugin import rlplug_requirement
 
 BODY = """
     from rlplug import hookimpl
@@ -25,8 +25,8 @@ def test_plugin_for_the_next_major_is_refused_with_both_versions(fake_distributi
     (message,) = [str(w.message) for w in caught]
     assert message == (
         "rlplug plugin 'future' from rlplug-future 2.0 failed to load and was skipped: IncompatiblePluginError: "
-        f"rlplug-future 2.0 requires rlplug<3,>=2 but rlplug {rlplug.__version__} is installed; install a release "
-        f"of rlplug-future made for rlplug {rlplug.__version__}, or an rlplug that satisfies <3,>=2"
+        f"rlplug-future 2.0 requires rlplug<3,>=2 but rlplug {rlplug.core.version.__version__} is installed; install a release "
+        f"of rlplug-future made for rlplug {rlplug.core.version.__version__}, or an rlplug that satisfies <3,>=2"
     )
     assert "future_estimator" not in registry.names("advantage_estimators")
     assert "grpo" in registry.names("algorithms")  # the others still load
@@ -50,7 +50,7 @@ def test_strict_mode_makes_the_refusal_an_error(fake_distribution, monkeypatch):
 def test_compatible_or_unpinned_plugins_load(fake_distribution, recwarn):
     """Negative control for the guard: what fits, or says nothing about rlplug, is not refused."""
     fake_distribution("rlplug-fits", "guard_fits", "fits", BODY.format(name="fits_estimator"),
-                      requires=[rlplug_requirement(rlplug.__version__)])
+                      requires=[rlplug_requirement(rlplug.core.version.__version__)])
     fake_distribution("rlplug-unpinned", "guard_unpinned", "unpinned", BODY.format(name="unpinned_estimator"))
     fake_distribution("rlplug-extra", "guard_extra", "extra", BODY.format(name="extra_estimator"),
                       requires=['rlplug>=9; extra == "docs"'])
@@ -72,9 +72,9 @@ def test_generated_requirement_spans_to_the_next_major(version, requirement):
 
 
 def test_generated_requirement_accepts_this_version_and_refuses_the_next_major(monkeypatch):
-    requirement = rlplug_requirement(rlplug.__version__)
+    requirement = rlplug_requirement(rlplug.core.version.__version__)
     plugins.check_rlplug_requirement(fake_dist(requirement, "torch>=2.4"))
-    monkeypatch.setattr(rlplug, "__version__", "1.0.0")
+    monkeypatch.setattr(rlplug.core.version, "__version__", "1.0.0")
     with pytest.raises(plugins.IncompatiblePluginError, match=r"rlplug-x 1\.0 requires rlplug<1,>=0\.1 but rlplug 1\.0\.0"):
         plugins.check_rlplug_requirement(fake_dist(requirement))
 
@@ -93,4 +93,4 @@ def test_bundled_plugins_fit_this_rlplug():
 def test_package_version_matches_the_metadata():
     from importlib.metadata import version
 
-    assert version("rlplug") == rlplug.__version__
+    assert version("rlplug") == rlplug.core.version.__version__

@@ -7,9 +7,9 @@ import warnings
 
 import pytest
 
-from rlplug import plugins
+from rlplug.core import plugins
 from rlplug.cli import main as cli_main
-from rlplug.registry import DuplicateComponentError, UnknownComponentError
+from rlplug.core.registry import DuplicateComponentError, UnknownComponentError
 
 
 def make_distribution(root, dist_name, module_name, entry_point, body, version="1.0"):

@@ -14,10 +14,11 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from transformers.models.llama.modeling_llama import LlamaModel
 from trl import DPOConfig, KTOConfig
 
-from rlplug import build_trainer, hookimpl, plugins
-from rlplug.preference import PreferenceDataError, preference_loss, unpaired_reward_metrics
-from rlplug.resolve import ComponentConfigError
-from rlplug.tasks.arithmetic_preference import preference_dataset
+from rlplug import build_trainer, hookimpl
+from rlplug.core import plugins
+from rlplug.core.preference import PreferenceDataError, preference_loss, unpaired_reward_metrics
+from rlplug.core.resolve import ComponentConfigError
+from rlplug.demo.arithmetic_preference import preference_dataset
 
 PAIRED = ("dpo", "ipo", "cpo", "simpo")
 ALL = (*PAIRED, "kto")
@@ -206,7 +207,7 @@ def test_reward_funcs_and_kl_are_refused_for_preference_algorithms(tiny_model_di
 
 
 def test_a_reference_model_for_a_reference_free_loss_is_refused(tiny_model_dir, tmp_path, datasets):
-    from rlplug.api import resolve_algorithm
+    from rlplug.trl.build import resolve_algorithm
     from rlplug.trl.dpo import RLPlugDPOTrainer
 
     reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir)

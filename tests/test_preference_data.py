@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rlplug.tasks import arithmetic_preference as data
-from rlplug.tasks.arithmetic import split_problems
+from rlplug.demo import arithmetic_preference as data
+from rlplug.demo.arithmetic import split_problems
 
 PROBLEMS = [{"prompt": "1+2+3=", "answer": "6"}, {"prompt": "9+9+9=", "answer": "27"}, {"prompt": "0+0+0=", "answer": "0"}]
 
@@ -20,7 +20,7 @@ def test_most_common_wrong_answer_ignores_correct_and_empty_samples(monkeypatch)
         "9+9+9=": ["27", "27"],  # never wrong: the off-by-one fallback
         "0+0+0=": ["", "", "1"],  # empty samples do not count
     }
-    monkeypatch.setattr(data, "generate_answers", lambda model, tokenizer, prompts, **kw: [samples[p] for p in prompts])
+    monkeypatch.setattr(data, "generate_completions", lambda model, tokenizer, prompts, *a, **kw: [samples[p] for p in prompts])
     assert data.most_common_wrong_answers(None, None, PROBLEMS) == {"1+2+3=": "7", "9+9+9=": "26", "0+0+0=": "1"}
 
 

@@ -18,9 +18,9 @@ import torch
 from peft import LoraConfig
 
 from rlplug import build_trainer
-from rlplug.tasks.arithmetic import split_problems
-from rlplug.tasks.arithmetic_preference import greedy_accuracy, most_common_wrong_answers, paired_preferences
-from rlplug.tiny import build_char_tokenizer, build_tiny_llama
+from rlplug.demo.arithmetic import split_problems
+from rlplug.demo.arithmetic_preference import greedy_accuracy, most_common_wrong_answers, paired_preferences
+from rlplug.demo.tiny import build_char_tokenizer, build_tiny_llama
 
 pytestmark = pytest.mark.slow
 MIN_GAIN = 0.10

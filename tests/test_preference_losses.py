@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rlplug import get_registry
-from rlplug.preference import (
+from rlplug.core.preference import (
     PreferenceBatch,
     PreferenceDataError,
     PreferenceLossSpec,

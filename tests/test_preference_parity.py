@@ -18,9 +18,10 @@ from peft import LoraConfig
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 from trl.experimental.cpo import CPOConfig, CPOTrainer
 
-from rlplug import build_trainer, hookimpl, plugins
-from rlplug.preference import paired_reward_metrics, preference_loss, unpaired_reward_metrics
-from rlplug.tasks.arithmetic_preference import preference_dataset
+from rlplug import build_trainer, hookimpl
+from rlplug.core import plugins
+from rlplug.core.preference import paired_reward_metrics, preference_loss, unpaired_reward_metrics
+from rlplug.demo.arithmetic_preference import preference_dataset
 
 ROWS = 8
 # Perturbation seed chosen so that, with the full-fine-tuning KTO case, the KL estimate from the

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rlplug import Rollout
-from rlplug.process_rewards import (
+from rlplug.components.process_rewards import (
     AsyncStepRewardFunction,
     StepRewardFunction,
     collect_step_rewards,
@@ -264,7 +264,7 @@ def test_process_rewards_reach_the_estimator_through_build_trainer(tiny_model_di
     from transformers import AutoTokenizer
 
     from rlplug import build_trainer
-    from rlplug.tasks.arithmetic import train_dataset
+    from rlplug.demo.arithmetic import train_dataset
 
     trainer = build_trainer(
         "grpo", advantage="group_norm_process", model=tiny_model_dir, reward_funcs=[odd_token_steps],

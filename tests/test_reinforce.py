@@ -231,7 +231,7 @@ def test_reinforce_pp_trains_through_build_trainer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     from rlplug import build_trainer
-    from rlplug.tasks.arithmetic import train_dataset
+    from rlplug.demo.arithmetic import train_dataset
 
     def length_reward(prompts, completions, **kwargs):
         return [0.25 * len(c) for c in completions]

@@ -3,9 +3,9 @@
 import json
 import math
 
-from rlplug.report import (
+from rlplug import get_registry
+from rlplug.app.report import (
     PLOT_FILE,
-    REPORT_SPECS,
     SUMMARY_FILE,
     ReportSpec,
     edge_means,
@@ -14,6 +14,8 @@ from rlplug.report import (
     write_report,
 )
 
+ONLINE = get_registry().get("trainer_kinds", "online")
+ONLINE_REPORT = ReportSpec(headline=ONLINE.report_headline, panels=ONLINE.report_panels)
 REWARDS = [0.1, 0.3, 0.2, 0.4, 0.5, 0.5, 0.6, 0.6, 0.7, 0.7, 0.8, 1.0]
 
 
@@ -62,7 +64,7 @@ def test_headline_metrics_are_generic_over_keys():
 
 
 def test_write_report_writes_summary_and_png(tmp_path):
-    summary = write_report(tmp_path, _log_history(), REPORT_SPECS["online"], {"algorithm": "grpo", "steps": 120}, "t")
+    summary = write_report(tmp_path, _log_history(), ONLINE_REPORT, {"algorithm": "grpo", "steps": 120}, "t")
     on_disk = json.loads((tmp_path / SUMMARY_FILE).read_text())
     assert on_disk == summary
     assert on_disk["algorithm"] == "grpo" and on_disk["logged_points"] == 12

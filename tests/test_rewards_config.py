@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rlplug.registry import UnknownComponentError
-from rlplug.rewards import GuardedReward, RewardConfigError, RewardFunctionError, build_reward_functions
+from rlplug.core.registry import UnknownComponentError
+from rlplug.components.rewards import GuardedReward, RewardConfigError, RewardFunctionError, build_reward_functions
 
 
 def test_names_weights_and_params_become_trl_reward_funcs_and_weights():
@@ -109,7 +109,7 @@ def test_guarded_rewards_pickle():
 
 def test_build_trainer_sets_reward_weights_from_entries(tiny_model_dir, tmp_path):
     from rlplug import build_trainer
-    from rlplug.tasks.arithmetic import train_dataset
+    from rlplug.demo.arithmetic import train_dataset
 
     trainer = build_trainer(
         "grpo", model=tiny_model_dir, train_dataset=train_dataset(),
@@ -143,7 +143,7 @@ def zero_on_even_length(prompts, completions, **kwargs):
 
 def _run_two_steps(tiny_model_dir, reward, output_dir):
     from rlplug import build_trainer
-    from rlplug.tasks.arithmetic import train_dataset
+    from rlplug.demo.arithmetic import train_dataset
 
     trainer = build_trainer(
         "grpo", model=tiny_model_dir, reward_funcs=[reward], train_dataset=train_dataset(),
@@ -186,7 +186,7 @@ def test_negative_control_zero_instead_of_unscorable_gives_those_samples_advanta
 
 
 def test_rewards_are_called_by_keyword_as_trl_does():
-    from rlplug.rewards import build_reward_functions
+    from rlplug.components.rewards import build_reward_functions
 
     def completions_only(completions, **kwargs):
         return [float(len(c)) for c in completions]

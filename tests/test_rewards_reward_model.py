@@ -7,8 +7,9 @@ import importlib
 import pytest
 import torch
 
-from rlplug.reward_model_training import arithmetic_preference_pairs, train_reward_model, train_rm_main
-from rlplug.tasks.arithmetic import split_problems
+from rlplug.cli import train_reward_model as train_rm_main
+from rlplug.demo.reward_model import arithmetic_pairs, train_tiny_reward_model
+from rlplug.demo.arithmetic import split_problems
 from rlplug_rewards.reward_model import reward_model
 
 # The package exports the function under the module's name, so fetch the module itself.
@@ -21,7 +22,7 @@ ABOVE_CHANCE = 0.6
 
 def held_out_pairs() -> list[dict[str, str]]:
     """One pair per held-out prompt (prompts never seen in training), with other wrong answers than training's."""
-    return arithmetic_preference_pairs(split_problems(seed=0)[1], seed=1, per_prompt=1)
+    return arithmetic_pairs(split_problems(seed=0)[1], per_prompt=1, seed=1).to_list()
 
 
 def pairwise_accuracy(model_dir: str, pairs: list[dict[str, str]]) -> float:
@@ -35,7 +36,7 @@ def pairwise_accuracy(model_dir: str, pairs: list[dict[str, str]]) -> float:
 def trained_rm(tmp_path_factory):
     torch.set_num_threads(1)
     reward_model_module.clear_loaded_models()
-    return str(train_reward_model(tmp_path_factory.mktemp("tiny-rm"), max_steps=TRAIN_STEPS, seed=0))
+    return str(train_tiny_reward_model(tmp_path_factory.mktemp("tiny-rm"), max_steps=TRAIN_STEPS, seed=0))
 
 
 def test_training_prompts_and_held_out_prompts_do_not_overlap():
@@ -54,9 +55,9 @@ def test_negative_control_swapped_labels_rank_below_chance(tmp_path):
 
     swapped = [
         {"prompt": p["prompt"], "chosen": p["rejected"], "rejected": p["chosen"]}
-        for p in arithmetic_preference_pairs(split_problems(seed=0)[0], seed=0, per_prompt=4)
+        for p in arithmetic_pairs(split_problems(seed=0)[0], per_prompt=4, seed=0).to_list()
     ]
-    model_dir = str(train_reward_model(tmp_path / "swapped", train_dataset=Dataset.from_list(swapped), max_steps=TRAIN_STEPS))
+    model_dir = str(train_tiny_reward_model(tmp_path / "swapped", train_dataset=Dataset.from_list(swapped), max_steps=TRAIN_STEPS))
     assert pairwise_accuracy(model_dir, held_out_pairs()) < 0.5
 
 
@@ -71,7 +72,7 @@ def test_scores_are_batch_independent_and_the_model_loads_once(trained_rm):
 
 def test_grpo_uses_the_reward_model_by_name(trained_rm, tiny_model_dir, tmp_path):
     from rlplug import build_trainer
-    from rlplug.tasks.arithmetic import train_dataset
+    from rlplug.demo.arithmetic import train_dataset
 
     trainer = build_trainer(
         "grpo", model=tiny_model_dir, reward_funcs=[{"name": "reward_model", "model": trained_rm}],

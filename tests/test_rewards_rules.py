@@ -160,7 +160,7 @@ def test_length_penalty_exact_values():
 
 
 def test_length_params_come_from_the_trainer_config():
-    from rlplug.rewards import build_reward_functions
+    from rlplug.components.rewards import build_reward_functions
 
     config = SimpleNamespace(max_completion_length=10)
     (overlong,), _ = build_reward_functions([{"name": "overlong_penalty", "cache_length": 4}], config)

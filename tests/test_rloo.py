@@ -49,7 +49,7 @@ def test_rloo_reads_per_token_rewards_summed_into_the_sequence_reward():
 
 
 def test_rloo_normalized_over_the_batch():
-    # Advantages [-4, 0, 4, 0]: mean 0, Bessel std sqrt(8 * 4/3). rlplug.ops.nanstd, like TRL's,
+    # Advantages [-4, 0, 4, 0]: mean 0, Bessel std sqrt(8 * 4/3). rlplug.components.stats.nanstd, like TRL's,
     # forms the Bessel factor count / (count - 1) from integer counts, in float32.
     advantages = rloo(grouped_rollout([[0.0, 3.0, 6.0, 3.0]]), normalize_advantages=True)
     bessel = torch.tensor(4) / torch.tensor(3)
@@ -304,7 +304,7 @@ def test_rloo_trains_through_build_trainer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     from rlplug import build_trainer
-    from rlplug.tasks.arithmetic import train_dataset
+    from rlplug.demo.arithmetic import train_dataset
 
     trainer = build_trainer(
         "rloo", model=tiny_model_dir, reward_funcs=["arithmetic_exact_match", parity_reward],
@@ -325,7 +325,7 @@ def test_rloo_trains_through_build_trainer(tiny_model_dir):
 
 
 def test_plugins_are_listed_with_their_components():
-    from rlplug.plugins import describe_plugins
+    from rlplug.core.plugins import describe_plugins
 
     rows = {row["name"]: row for row in describe_plugins()}
     assert rows["rlplug-rloo"]["components"] == {

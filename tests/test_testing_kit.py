@@ -10,10 +10,11 @@ from rlplug_grpo.advantages import group_mean, group_norm
 from rlplug_grpo.losses import cispo, gspo_clip, ppo_clip
 
 import rlplug
-from rlplug import Algorithm, hookimpl, plugins
+from rlplug import Algorithm, hookimpl
+from rlplug.core import plugins
 from rlplug.components.kl import k3
-from rlplug.ops import nanstd
-from rlplug.resolve import bind_component
+from rlplug.components.stats import nanstd
+from rlplug.core.resolve import bind_component
 from rlplug.testing import (
     PropertyCheckFailure,
     check_advantage_estimator,
@@ -321,7 +322,7 @@ def test_hook_call_recorder_sees_direct_hook_calls(hook_calls):
     registered = []
     plugins.get_plugin_manager().hook.register_kl_estimators(register=lambda name, fn: registered.append(name))
     (call,) = hook_calls.calls_to("register_kl_estimators")
-    assert call.implementations == ["rlplug.builtin"] and call.exception is None
+    assert call.implementations == ["rlplug.components.builtin"] and call.exception is None
     assert registered == ["k1", "k2", "k3", "k1_straight_through", "k3_straight_through"]
 
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from rlplug.report import PLOT_FILE, SUMMARY_FILE
-from rlplug.train_cli import main
+from rlplug.app.report import PLOT_FILE, SUMMARY_FILE
+from rlplug.cli import train as main
 
 
 @pytest.fixture(autouse=True)

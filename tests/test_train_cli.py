@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from rlplug import Algorithm, KLSpec
-from rlplug.config import ConfigError, parse_train_args
-from rlplug.embedded import EMBEDDED_TRAINER_DEFAULTS, embedded_trainer_fields
-from rlplug.registry import UnknownComponentError
-from rlplug.report import PLOT_FILE, SUMMARY_FILE
-from rlplug.train_cli import execute, main, prepare_run
+from rlplug import Algorithm, KLSpec, get_registry
+from rlplug.app.config import ConfigError, parse_train_args
+from rlplug.demo import BUILTIN_TASK
+from rlplug.demo.embedded import embedded_trainer_fields
+from rlplug.core.registry import UnknownComponentError
+from rlplug.app.report import PLOT_FILE, SUMMARY_FILE
+from rlplug.app.train import execute, prepare_run
+from rlplug.cli import train as main
 
 
 @pytest.fixture(scope="session")
@@ -91,11 +93,12 @@ def test_structured_values_from_the_command_line():
 
 
 def test_precedence_embedded_below_recipe_below_user():
-    base = EMBEDDED_TRAINER_DEFAULTS["online"]
+    online = get_registry().get("trainer_kinds", "online")
+    base = online.embedded_defaults
     plain = Algorithm(name="plain", advantage="group_norm", policy_loss="ppo_clip", aggregation="local_token_mean")
-    assert embedded_trainer_fields(plain, {}, user_kl_given=False) == base
+    assert embedded_trainer_fields(plain, online, {}, user_kl_given=False) == base
     recipe = Algorithm(name="x", config_defaults={"learning_rate": 5e-4, "temperature": 0.6}, kl=KLSpec(coef=0.1))
-    fields = embedded_trainer_fields(recipe, {"max_steps": 7, "gradient_checkpointing": True}, user_kl_given=False)
+    fields = embedded_trainer_fields(recipe, online, {"max_steps": 7, "gradient_checkpointing": True}, user_kl_given=False)
     assert "learning_rate" not in fields and "temperature" not in fields  # the recipe's own defaults win
     assert "max_steps" not in fields  # the user's value wins
     assert "activation_checkpointing" not in fields  # its alias was set by the user
@@ -104,7 +107,7 @@ def test_precedence_embedded_below_recipe_below_user():
 
 
 def test_built_trainer_gets_recipe_embedded_and_user_values(tmp_path):
-    run = prepare_run(parse_train_args(["--algorithm", "dapo", "--temperature", "0.8", "--output_dir", str(tmp_path)]))
+    run = prepare_run(parse_train_args(["--algorithm", "dapo", "--temperature", "0.8", "--output_dir", str(tmp_path)]), BUILTIN_TASK)
     args = run.trainer.args
     assert args.epsilon_high == 0.28  # dapo's recipe default
     assert (args.learning_rate, args.per_device_train_batch_size, args.num_generations) == (1e-3, 128, 8)
@@ -200,7 +203,7 @@ def test_quantization_4bit_run(tmp_path):
     import bitsandbytes as bnb
 
     out = tmp_path / "q"
-    run = prepare_run(parse_train_args(["--quantization", "4bit", "--max_steps", "3", "--output_dir", str(out)]))
+    run = prepare_run(parse_train_args(["--quantization", "4bit", "--max_steps", "3", "--output_dir", str(out)]), BUILTIN_TASK)
     base = run.trainer.model.get_base_model()
     q_proj = base.model.layers[0].self_attn.q_proj
     assert isinstance(q_proj.base_layer, bnb.nn.Linear4bit) and q_proj.base_layer.weight.quant_type == "nf4"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlplug.plugins import get_registry
-from rlplug.rollout import Rollout
+from rlplug.core.plugins import get_registry
+from rlplug.core.rollout import Rollout
 
 SCRIPT = Path(__file__).parent / "scripts" / "two_process_advantages.py"
 

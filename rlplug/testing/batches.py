@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from rlplug.preference import PreferenceBatch
-from rlplug.rollout import Rollout
+from rlplug.core.preference import PreferenceBatch
+from rlplug.core.rollout import Rollout
 
 NAN = float("nan")
 

@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import torch
 
-from rlplug.preference import PreferenceBatch
-from rlplug.rollout import Rollout
+from rlplug.core.preference import PreferenceBatch
+from rlplug.core.rollout import Rollout
 from rlplug.testing.batches import (
     degenerate_rollouts,
     paired_fields,
@@ -249,7 +249,7 @@ def check_policy_loss(
 
 def _declared_data(fn: Callable[..., Any]) -> str:
     try:
-        from rlplug.preference import preference_loss_spec
+        from rlplug.core.preference import preference_loss_spec
     except ImportError:
         return "paired"
     return preference_loss_spec(fn).data
@@ -299,7 +299,7 @@ def check_preference_loss(
     - the same input gives the same output.
 
     ``data`` is ``"paired"`` or ``"unpaired"``; by default the loss's declared kind
-    (``rlplug.preference.preference_loss``), else paired.
+    (``rlplug.core.preference.preference_loss``), else paired.
     """
     params = dict(params or {})
     data = data or _declared_data(fn)

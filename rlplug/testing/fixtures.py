@@ -16,16 +16,16 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A tiny character-level Llama and its tokenizer saved to a local directory (rlplug.tiny)."""
-    from rlplug.tiny import save_tiny_model
+    """A tiny character-level Llama and its tokenizer saved to a local directory (rlplug.demo.tiny)."""
+    from rlplug.demo.tiny import save_tiny_model
 
     return str(save_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer() -> Any:
-    """The character-level tokenizer of rlplug.tiny (digits, + - * = ( ) and space)."""
-    from rlplug.tiny import build_char_tokenizer
+    """The character-level tokenizer of rlplug.demo.tiny (digits, + - * = ( ) and space)."""
+    from rlplug.demo.tiny import build_char_tokenizer
 
     return build_char_tokenizer()
 
@@ -33,7 +33,7 @@ def tiny_tokenizer() -> Any:
 @pytest.fixture
 def tiny_model(tiny_tokenizer: Any) -> Any:
     """A fresh tiny Llama over ``tiny_tokenizer`` (float32, seed 0); each test gets its own."""
-    from rlplug.tiny import build_tiny_llama
+    from rlplug.demo.tiny import build_tiny_llama
 
     return build_tiny_llama(tiny_tokenizer)
 
@@ -81,7 +81,7 @@ def toy_unpaired_batch() -> Any:
 @pytest.fixture
 def fresh_plugins() -> Iterator[None]:
     """Forget loaded plugins before and after the test, so each test loads them anew."""
-    from rlplug import plugins
+    from rlplug.core import plugins
 
     plugins.reset()
     yield

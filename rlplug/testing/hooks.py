@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterator
 
 import pluggy
 
-from rlplug.plugins import get_plugin_manager, get_registry
+from rlplug.core.plugins import get_plugin_manager, get_registry
 
 
 @dataclass

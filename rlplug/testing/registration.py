@@ -6,9 +6,9 @@ import types
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from rlplug.hookspecs import hookimpl
-from rlplug.plugins import get_plugin_manager, invalidate_registry
-from rlplug.registry import COMPONENT_KINDS
+from rlplug.core.hookspecs import hookimpl
+from rlplug.core.plugins import get_plugin_manager, invalidate_registry
+from rlplug.core.registry import COMPONENT_KINDS
 
 
 def component_plugin(kind: str, name: str, obj: Any) -> types.SimpleNamespace:

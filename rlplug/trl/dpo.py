@@ -2,7 +2,7 @@
 
 Tokenization, collation, reference handling (a frozen copy, or the base model with the
 LoRA adapter disabled, or precomputed log-probs), logging and checkpoints are TRL's.
-Only ``_compute_loss`` is replaced: it fills a :class:`rlplug.preference.PreferenceBatch`
+Only ``_compute_loss`` is replaced: it fills a :class:`rlplug.core.preference.PreferenceBatch`
 and calls the selected loss. A loss declared with ``needs_reference=False`` (CPO, SimPO)
 gets no reference forward pass, and in full fine-tuning no reference copy is loaded.
 """
@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from trl import DPOConfig, DPOTrainer
 
-from rlplug.algorithm import Algorithm
-from rlplug.preference import PreferenceBatch, PreferenceComponents, resolve_preference, token_mean_nll
+from rlplug.core.algorithm import Algorithm
+from rlplug.core.preference import PreferenceBatch, token_mean_nll
+from rlplug.core.resolve import PreferenceComponents, resolve_preference
 from rlplug.trl.compat import check_methods, refuse_unsupported
 from rlplug.trl.preference_common import (
     check_datasets,

@@ -10,13 +10,14 @@ from typing import Any
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
-from rlplug.algorithm import Algorithm
-from rlplug.components.aggregation import AggregationContext
-from rlplug.kl_control import AdaptiveKLController
-from rlplug.kl_placement import check_kl_spec, kl_value, loss_kl_term, reward_kl_token_rewards
-from rlplug.process_rewards import StepRewards, collect_step_rewards, wrap_reward_functions
-from rlplug.resolve import OnlineComponents, resolve_online
-from rlplug.rollout import Rollout
+from rlplug.core.algorithm import Algorithm
+from rlplug.core.aggregation import AggregationContext
+from rlplug.components.kl_control import AdaptiveKLController
+from rlplug.components.kl_placement import check_kl_spec, kl_value, loss_kl_term, reward_kl_token_rewards
+from rlplug.components.process_rewards import StepRewards, collect_step_rewards, wrap_reward_functions
+from rlplug.components.rollout_assembly import assemble_rollout
+from rlplug.core.resolve import OnlineComponents, resolve_online
+from rlplug.core.rollout import Rollout
 from rlplug.trl.compat import check_methods, refuse_unsupported
 
 _RELIED_ON = {
@@ -138,25 +139,14 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         return self.accelerator.gather(padded)
 
     def _build_rollout(self, output: dict[str, Any], mode: str) -> Rollout:
-        rewards_per_func = self._gathered_rewards_per_func
-        unscorable = torch.isnan(rewards_per_func).all(dim=1)
-        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
-        rewards[unscorable] = torch.nan
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-        group_ids = torch.arange(rewards.shape[0], device=rewards.device) // num_generations
         mask = output["completion_mask"]
         if "tool_mask" in output:
             mask = mask * output["tool_mask"]
-        steps = self._gathered_step_rewards(output)
-        token_rewards = step_mask = None
-        if steps is not None:  # a function that gave steps adds 0 to the outcome; its steps are token rewards
-            outcome_per_func = rewards_per_func.masked_fill(steps.is_process, 0.0)
-            rewards = (outcome_per_func * self.reward_weights.to(rewards.device).unsqueeze(0)).nansum(dim=1)
-            rewards[unscorable] = torch.nan
-            token_rewards, step_mask = steps.token_rewards, steps.step_mask
         kl = self.current_kl
         if kl.active:
             self._metrics[mode]["kl_coef"].append(kl.coef)
+        kl_rewards = None
         if kl.active and (kl.placement == "reward" or self.kl_controller is not None):
             sampling_logps = output.get("old_per_token_logps")
             if sampling_logps is None:
@@ -166,21 +156,16 @@ class RLPlugGRPOTrainer(GRPOTrainer):
                 kl_rewards = self._gather_tokens(
                     reward_kl_token_rewards(kl, self.components.kl_estimator, sampling_logps, ref_logps, mask)
                 )
-                token_rewards = kl_rewards if token_rewards is None else token_rewards + kl_rewards
                 self._metrics[mode]["kl"].append(self._global_masked_mean(kl_value(sampling_logps, ref_logps), mask))
             if self.kl_controller is not None and mode == "train":
                 self._update_kl_controller(kl_value(sampling_logps, ref_logps), mask)
-        return Rollout(
-            rewards=rewards,
-            rewards_per_func=rewards_per_func,
-            group_ids=group_ids,
-            completion_mask=self._gather_tokens(mask),
-            token_rewards=token_rewards,
-            step_mask=step_mask,
+        return assemble_rollout(
+            self._gathered_rewards_per_func, self.reward_weights, num_generations, self._gather_tokens(mask),
+            steps=self._gathered_step_rewards(output), kl_token_rewards=kl_rewards,
         )
 
     def _gathered_step_rewards(self, output: dict[str, Any]) -> StepRewards | None:
-        """Per-step rewards from process-supervision reward functions (rlplug.process_rewards), gathered."""
+        """Per-step rewards from process-supervision reward functions (rlplug.components.process_rewards), gathered."""
         completion_ids = output["completion_ids"]
         steps = collect_step_rewards(
             self.reward_funcs, self.reward_weights, *completion_ids.shape, completion_ids.device

@@ -19,8 +19,9 @@ from trl import KTOConfig, KTOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
-from rlplug.algorithm import Algorithm
-from rlplug.preference import PreferenceBatch, PreferenceComponents, resolve_preference
+from rlplug.core.algorithm import Algorithm
+from rlplug.core.preference import PreferenceBatch
+from rlplug.core.resolve import PreferenceComponents, resolve_preference
 from rlplug.trl.compat import TRLCompatibilityError, check_methods, refuse_unsupported
 from rlplug.trl.preference_common import (
     TRAINER_ATTRIBUTES,

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from accelerate.utils import is_peft_model
 
-from rlplug.preference import PreferenceComponents, PreferenceData, check_preference_columns
+from rlplug.core.preference import PreferenceData, check_preference_columns
+from rlplug.core.resolve import PreferenceComponents
 from rlplug.trl.compat import TESTED_TRL_MINOR, TRLCompatibilityError
 
 

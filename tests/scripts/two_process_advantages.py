@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from datasets import Dataset
 
-from rlplug.api import build_trainer
-from rlplug.tasks.arithmetic import all_problems
+from rlplug.trl.build import build_trainer
+from rlplug.demo.arithmetic import all_problems
 
 PER_DEVICE_BATCH = 4
 NUM_GENERATIONS = 8  # a group is 8 completions, so each group spans both processes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rlplug.preference import PreferenceBatch, paired_reward_metrics, preference_loss
+from rlplug import PreferenceBatch, paired_reward_metrics, preference_loss
 
 
 @preference_loss(data="paired", needs_reference=False)

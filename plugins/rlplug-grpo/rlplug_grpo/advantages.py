@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from rlplug import Rollout
-from rlplug.ops import nanstd
+from rlplug import Rollout, group_mean, nanstd, reverse_cumsum
+
+__all__ = ["group_mean", "group_norm", "group_norm_process"]
 
 
 def group_norm(rollout: Rollout, std_epsilon: float = 1e-4) -> torch.Tensor:
@@ -23,18 +24,6 @@ def group_norm(rollout: Rollout, std_epsilon: float = 1e-4) -> torch.Tensor:
     return torch.nan_to_num(rollout.ungrouped(advantages), nan=0.0)
 
 
-def group_mean(rollout: Rollout) -> torch.Tensor:
-    """Dr.GRPO's advantage: A_i = R_i - mean_g(R), without the std division.
-
-    Liu et al. 2025, "Understanding R1-Zero-Like Training" (arXiv:2503.20783): dividing by
-    the group std weights easy and hard prompts unequally. NaN-aware like ``group_norm``;
-    matches TRL's ``scale_rewards="none"`` bitwise.
-    """
-    rewards = rollout.grouped(rollout.sequence_rewards())
-    advantages = rewards - torch.nanmean(rewards, dim=1, keepdim=True)
-    return torch.nan_to_num(rollout.ungrouped(advantages), nan=0.0)
-
-
 def group_norm_process(rollout: Rollout, std_epsilon: float = 1e-4) -> torch.Tensor:
     """GRPO with process supervision: normalized step rewards, summed over the steps ahead.
 
@@ -46,7 +35,7 @@ def group_norm_process(rollout: Rollout, std_epsilon: float = 1e-4) -> torch.Ten
     with all step rewards equal, gives 0.
 
     Steps are ``rollout.step_mask`` with rewards in ``rollout.token_rewards`` (reward
-    functions returning per-step rewards; see rlplug.process_rewards). Outcome rewards and
+    functions returning per-step rewards; see rlplug.components.process_rewards). Outcome rewards and
     per-token rewards off the steps (KL in the reward) are refused: put the KL in the loss,
     as DeepSeekMath does, and return an outcome as a step at the last token.
     """
@@ -80,5 +69,5 @@ def group_norm_process(rollout: Rollout, std_epsilon: float = 1e-4) -> torch.Ten
     squared = (((rewards - mean) * steps) ** 2).sum(dim=(1, 2), keepdim=True)
     std = torch.where(count > 1, torch.sqrt(squared / (count - 1).clamp(min=1.0)), torch.zeros_like(squared))
     normalized = (rewards - mean) / (std + std_epsilon) * steps
-    advantages = normalized.flip(-1).cumsum(-1).flip(-1)
+    advantages = reverse_cumsum(normalized)
     return rollout.ungrouped(advantages) * mask

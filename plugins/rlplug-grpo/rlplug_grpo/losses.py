@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from rlplug.components.clipping import clipped_surrogate
+from rlplug import clipped_surrogate
 
 
 def ppo_clip(

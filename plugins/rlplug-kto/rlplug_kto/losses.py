@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rlplug.preference import PreferenceBatch, preference_loss, unpaired_reward_metrics
+from rlplug import PreferenceBatch, preference_loss, unpaired_reward_metrics
 
 
 @preference_loss(data="unpaired", needs_reference=True, needs_kl_reference=True)

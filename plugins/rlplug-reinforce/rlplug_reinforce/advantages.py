@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from rlplug import Rollout
+from rlplug import Rollout, group_mean, reverse_cumsum
 
 
 def reinforce(rollout: Rollout) -> torch.Tensor:
@@ -19,15 +19,9 @@ def reinforce(rollout: Rollout) -> torch.Tensor:
     return torch.nan_to_num(rollout.sequence_rewards(), nan=0.0)
 
 
-def reinforce_baseline(rollout: Rollout) -> torch.Tensor:
-    """REINFORCE with the group mean as baseline: A_i = R_i - mean_g(R).
-
-    Williams 1992 (baseline subtraction), with the mean reward of the completions of the
-    same prompt as the baseline. NaN-aware: the mean runs over scorable completions.
-    """
-    rewards = rollout.grouped(rollout.sequence_rewards())
-    advantages = rewards - torch.nanmean(rewards, dim=1, keepdim=True)
-    return torch.nan_to_num(rollout.ungrouped(advantages), nan=0.0)
+reinforce_baseline = group_mean
+"""REINFORCE with the group mean as baseline: A_i = R_i - mean_g(R) (Williams 1992); see
+:func:`rlplug.group_mean`."""
 
 
 def reinforce_pp(rollout: Rollout, gamma: float = 1.0, variance_epsilon: float = 1e-8) -> torch.Tensor:
@@ -70,13 +64,7 @@ def _returns_to_go(rollout: Rollout, outcome: torch.Tensor, gamma: float) -> tor
     if rollout.token_rewards is not None:
         rewards = rewards + rollout.token_rewards.to(outcome.dtype) * mask
     rewards[torch.arange(mask.shape[0], device=mask.device), last] += torch.nan_to_num(outcome, nan=0.0)
-    rewards = rewards * mask
-    returns = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[:, 0])
-    for t in reversed(range(rewards.shape[1])):
-        running = rewards[:, t] + gamma * running
-        returns[:, t] = running
-    return returns
+    return reverse_cumsum(rewards * mask, gamma)
 
 
 def _whiten_over_batch(values: torch.Tensor, mask: torch.Tensor, variance_epsilon: float) -> torch.Tensor:

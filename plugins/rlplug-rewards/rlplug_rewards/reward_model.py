@@ -74,7 +74,7 @@ def reward_model(
     """The reward model's scalar score (logit 0) for prompt + completion.
 
     Reads no dataset column. ``model``: a local directory or hub id of a
-    sequence-classification model with one label (``rlplug.reward_model_training.train_reward_model``
+    sequence-classification model with one label (``rlplug.app.reward_model.train_reward_model``
     makes one). Texts are right-padded, so each score does not depend on the batch.
     """
     if batch_size <= 0:

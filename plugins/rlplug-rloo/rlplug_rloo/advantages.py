@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rlplug import Rollout
-from rlplug.ops import nanstd
+from rlplug import nanstd
 
 
 def rloo(rollout: Rollout, normalize_advantages: bool = False) -> torch.Tensor:

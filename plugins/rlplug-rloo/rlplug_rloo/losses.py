@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rlplug import AggregationContext
-from rlplug.components.clipping import clipped_surrogate
+from rlplug import clipped_surrogate
 
 
 def sequence_ratio_clip(

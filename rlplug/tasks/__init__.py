@@ -1,1 +1,0 @@
-"""Built-in tasks that need no download."""
