@@ -1,0 +1,1 @@
+"""The application: ``rlplug train`` and ``rlplug train-rm`` (config, model and data loading, evaluation, report) and ``rlplug new-plugin``."""
