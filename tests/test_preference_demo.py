@@ -21,6 +21,7 @@ from rlplug import build_trainer
 from rlplug.demo.arithmetic import split_problems
 from rlplug.demo.arithmetic_preference import greedy_accuracy, most_common_wrong_answers, paired_preferences
 from rlplug.demo.tiny import build_char_tokenizer, build_tiny_llama
+from rlplug.demo.warmup import WarmupSettings, supervised_warmup
 
 pytestmark = pytest.mark.slow
 MIN_GAIN = 0.10
@@ -35,42 +36,12 @@ def _float32_default():
     torch.set_default_dtype(previous)
 
 
-def supervised_warmup(model, tokenizer, problems, steps=200, batch_size=128, learning_rate=3e-3, seed=0):
-    """Full fine-tuning on prompt -> answer + EOS (loss on the answer only), AdamW, linear decay."""
-    rows, label_rows = [], []
-    for problem in problems:
-        prompt = tokenizer(problem["prompt"], add_special_tokens=False)["input_ids"]
-        answer = tokenizer(problem["answer"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        rows.append(prompt + answer)
-        label_rows.append([-100] * len(prompt) + answer)
-    width = max(map(len, rows))
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    labels = torch.full((len(rows), width), -100)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row, label_row) in enumerate(zip(rows, label_rows)):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        labels[i, : len(row)] = torch.tensor(label_row)
-        attention_mask[i, : len(row)] = 1
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / steps)
-    model.train()
-    for _ in range(steps):
-        picked = torch.randint(len(rows), (batch_size,), generator=generator)
-        loss = model(input_ids=input_ids[picked], attention_mask=attention_mask[picked], labels=labels[picked]).loss
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-    model.eval()
-
-
 @pytest.fixture(scope="module")
 def warmed_up(tmp_path_factory):
     tokenizer = build_char_tokenizer()
     model = build_tiny_llama(tokenizer, seed=0)
     train, held_out = split_problems(0)
-    supervised_warmup(model, tokenizer, train[:100])
+    supervised_warmup(model, tokenizer, train[:100], WarmupSettings())
     directory = tmp_path_factory.mktemp("warmed-up")
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
