@@ -8,7 +8,6 @@ held-out score before and after training.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any, Callable
 
 from rlplug.app.builtin_task import BuiltinTask, NoBuiltinTask, require
 from rlplug.app.config import ConfigError, RewardSpec, TrainSettings, parse_train_args
+from rlplug.app.preemption import Preempted, PreemptionCallback
 
 EXIT_BAD_CONFIG = 2
 EXIT_FAILED = 1
@@ -36,6 +36,7 @@ class PreparedRun:
     model_label: str
     dataset_label: str
     metric_label: str
+    preemption: PreemptionCallback
 
 
 def _reward_entries(settings: TrainSettings, builtin: BuiltinTask | None) -> tuple[list[dict[str, Any]], list[float]]:
@@ -120,6 +121,8 @@ def prepare_run(settings: TrainSettings, builtin: BuiltinTask | None = None) -> 
         settings.recipe, model=policy.model, processing_class=policy.tokenizer, peft_config=policy.peft_config,
         reward_funcs=reward_entries if online else None, train_dataset=train_dataset, **fields,
     )
+    preemption = PreemptionCallback()
+    trainer.add_callback(preemption)
     # Held-out scoring uses the same rewards; a preference trainer has none of its own.
     reward_funcs = list(trainer.reward_funcs) if online else build_reward_functions(reward_entries)[0]
     return PreparedRun(
@@ -128,6 +131,7 @@ def prepare_run(settings: TrainSettings, builtin: BuiltinTask | None = None) -> 
         model_label=settings.model.model_name_or_path or builtin.model_label,
         dataset_label=settings.data.dataset_name or builtin.dataset_label,
         metric_label=builtin.metric_label if settings.data.is_builtin else "mean reward",
+        preemption=preemption,
     )
 
 
@@ -163,6 +167,7 @@ def execute(run: PreparedRun, started: float) -> dict[str, Any]:
     eval_before = evaluate(run)
     train_start = time.perf_counter()
     trainer.train(resume_from_checkpoint=trainer.args.resume_from_checkpoint)
+    run.preemption.raise_if_stopped(trainer.args.output_dir)
     train_seconds = time.perf_counter() - train_start
     eval_after = evaluate(run)
     output_dir = trainer.args.output_dir
@@ -240,6 +245,9 @@ def main(argv: list[str] | None = None, builtin: BuiltinTask | None = None) -> i
         execute(run, started)
     except SystemExit as exit_:  # --help
         return exit_.code if isinstance(exit_.code, int) else 0
+    except Preempted as stop:
+        print(f"rlplug train: {stop}", file=sys.stderr)
+        return stop.exit_status
     except KeyboardInterrupt:
         print("rlplug train: interrupted", file=sys.stderr)
         return 130
