@@ -131,6 +131,10 @@ class RLPlugArguments:
     torch_threads: int | None = field(
         default=None, metadata={"help": "torch.set_num_threads; fix it (with the seed) for reproducible CPU runs"}
     )
+    on_nonfinite: Literal["error", "skip"] = field(
+        default="error",
+        metadata={"help": "a NaN/inf loss or gradient: stop before the optimizer step (error) or drop the step (skip)"},
+    )
 
     def __post_init__(self) -> None:
         self.kl = parse_kl(self.kl)

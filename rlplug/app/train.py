@@ -119,7 +119,8 @@ def prepare_run(settings: TrainSettings, builtin: BuiltinTask | None = None) -> 
     online = _takes_reward_funcs(settings)
     trainer = build_trainer(
         settings.recipe, model=policy.model, processing_class=policy.tokenizer, peft_config=policy.peft_config,
-        reward_funcs=reward_entries if online else None, train_dataset=train_dataset, **fields,
+        reward_funcs=reward_entries if online else None, train_dataset=train_dataset,
+        on_nonfinite=settings.rlplug.on_nonfinite, **fields,
     )
     preemption = PreemptionCallback()
     trainer.add_callback(preemption)

@@ -9,6 +9,7 @@ from rlplug.core.algorithm import Algorithm, KLSpec
 from rlplug.core.plugins import get_registry
 from rlplug.core.trainer_kinds import TrainerKind
 from rlplug.components.rewards import RewardSpec, build_reward_functions
+from rlplug.trl.guards import FiniteGuard
 
 
 def resolve_algorithm(
@@ -74,6 +75,7 @@ def build_trainer(
     kl: KLSpec | dict[str, Any] | None = None,
     component_params: dict[str, dict[str, Any]] | None = None,
     callbacks: list[Any] | None = None,
+    on_nonfinite: str = "error",
     **config_overrides: Any,
 ) -> Any:
     """Build a TRL trainer for ``algorithm`` with any component or TRL config field overridden.
@@ -83,12 +85,16 @@ def build_trainer(
     (for online algorithms, ``trl.GRPOConfig``; paired preference, ``trl.DPOConfig``;
     unpaired preference, ``trl.KTOConfig``), e.g. ``learning_rate=1e-5, num_generations=8``.
     For online algorithms TRL's ``beta`` sets the KL coefficient; for preference algorithms it
-    is the loss's own beta.
+    is the loss's own beta. ``on_nonfinite`` says what a NaN or infinite component output or
+    gradient does: ``"error"`` stops the run before the optimizer step (the weights and the
+    last checkpoint stay intact), ``"skip"`` drops that optimizer step with a warning
+    (:class:`rlplug.trl.guards.FiniteGuard`).
 
     >>> trainer = build_trainer("dapo", model="Qwen/Qwen2.5-0.5B-Instruct",
     ...     reward_funcs=[my_reward], train_dataset=ds, advantage="group_mean",
     ...     peft_config=LoraConfig(r=16, target_modules="all-linear"))
     """
+    guard = FiniteGuard(on_nonfinite)  # checks the value before anything is built
     recipe = resolve_algorithm(
         algorithm, advantage=advantage, policy_loss=policy_loss, aggregation=aggregation, kl=kl,
         component_params=component_params, preference_loss=preference_loss,
@@ -106,7 +112,7 @@ def build_trainer(
             raise ValueError("give reward weights once: as `weight` in the rewards entries or as reward_weights, not both")
         args.reward_weights = reward_weights
     trainer_kwargs = {"reward_funcs": rewards} if kind.takes_reward_funcs else {}
-    return kind.trainer_class()(
+    trainer = kind.trainer_class()(
         algorithm=recipe,
         model=model,
         **trainer_kwargs,
@@ -117,3 +123,4 @@ def build_trainer(
         peft_config=peft_config,
         callbacks=callbacks,
     )
+    return guard.attach(trainer)

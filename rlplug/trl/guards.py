@@ -10,11 +10,15 @@ weights change, so no NaN ever reaches a checkpoint; ``"skip"`` drops that optim
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any, Literal
 
 import torch
 from transformers import TrainerCallback
+
+from rlplug.core.hookspecs import COMPONENT_KINDS
+from rlplug.core.resolve import BoundComponent
 
 OnNonFinite = Literal["error", "skip"]
 ON_NONFINITE: tuple[str, ...] = ("error", "skip")
@@ -22,6 +26,20 @@ ON_NONFINITE: tuple[str, ...] = ("error", "skip")
 
 class NonFiniteError(FloatingPointError):
     """A component returned, or backward produced, NaN or an infinity."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedComponent(BoundComponent):
+    """A bound component whose tensor output (the first element of a tuple) the guard checks."""
+
+    guard: Any = None
+
+    def __call__(self, *args: Any) -> Any:
+        output = self.fn(*args, **self.params)
+        values = output[0] if isinstance(output, tuple) else output
+        if isinstance(values, torch.Tensor) and values.is_floating_point():
+            self.guard.check(f"{COMPONENT_KINDS[self.kind].label} {self.name!r}", values)
+        return output
 
 
 class FiniteGuard(TrainerCallback):
@@ -50,6 +68,27 @@ class FiniteGuard(TrainerCallback):
                 "are intact (set on_nonfinite: skip to drop such steps instead)"
             )
         self._pending = self._pending or message
+
+    def attach(self, trainer: Any) -> Any:
+        """Check every bound component of ``trainer.components`` and every optimizer step of ``trainer``."""
+        components = trainer.components
+        checked = {
+            field.name: CheckedComponent(**{f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, guard=self)
+            for field in dataclasses.fields(components)
+            if isinstance(value := getattr(components, field.name), BoundComponent)
+        }
+        self._unchecked = components
+        trainer.components = dataclasses.replace(components, **checked)
+        trainer.add_callback(self)
+        trainer.finite_guard = self
+        return trainer
+
+    def detach(self, trainer: Any) -> Any:
+        """Undo :meth:`attach`: the components run unchecked and no step is guarded."""
+        trainer.components = self._unchecked
+        trainer.remove_callback(self)
+        trainer.finite_guard = None
+        return trainer
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.step = state.global_step
