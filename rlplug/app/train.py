@@ -80,9 +80,20 @@ def _trainer_fields(settings: TrainSettings, reward_weights: list[float], builti
         else {}
     )
     fields = {**embedded, **user}
+    if "use_cpu" not in user and not _has_accelerator():
+        # transformers sets up gloo across torchrun/accelerate processes only when told it runs on CPU
+        fields["use_cpu"] = True
     if _takes_reward_funcs(settings):
         fields["reward_weights"] = reward_weights
     return fields
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or torch.backends.mps.is_available() or (
+        hasattr(torch, "xpu") and torch.xpu.is_available()
+    )
 
 
 def _set_threads(settings: TrainSettings, builtin: BuiltinTask | None) -> None:
