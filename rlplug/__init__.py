@@ -10,12 +10,14 @@ from typing import Any
 
 from rlplug.components.advantages import group_mean
 from rlplug.components.clipping import clipped_surrogate
+from rlplug.components.f_divergence import f_divergence_scores
 from rlplug.components.stats import nanstd, reverse_cumsum
 from rlplug.core.aggregation import AggregationContext
 from rlplug.core.algorithm import Algorithm, KLSpec
 from rlplug.core.hookspecs import hookimpl
 from rlplug.core.plugins import get_registry, load_plugins
 from rlplug.core.preference import PreferenceBatch, paired_reward_metrics, preference_loss, unpaired_reward_metrics
+from rlplug.core.preference_combination import weighted_preference_loss
 from rlplug.core.registry import DuplicateComponentError, UnknownComponentError
 from rlplug.core.rollout import Rollout
 from rlplug.core.trainer_kinds import TrainerKind
@@ -33,6 +35,7 @@ __all__ = [
     "__version__",
     "build_trainer",
     "clipped_surrogate",
+    "f_divergence_scores",
     "get_registry",
     "group_mean",
     "hookimpl",
@@ -42,6 +45,7 @@ __all__ = [
     "preference_loss",
     "reverse_cumsum",
     "unpaired_reward_metrics",
+    "weighted_preference_loss",
 ]
 
 

@@ -178,15 +178,23 @@ def test_missing_columns_in_the_eval_dataset_are_caught_too(tiny_model_dir, tmp_
 @pytest.mark.parametrize(
     "algorithm, fields, match",
     [
-        ("dpo", {"loss_type": ["hinge"]}, "loss_type"),
-        ("dpo", {"f_divergence_type": "js_divergence"}, "f_divergence_type"),
-        ("ipo", {"use_weighting": True}, "use_weighting"),
+        # TRL's loss variants run (tests/test_preference_loss_types_parity.py); a field the chosen
+        # loss cannot read is refused, not ignored.
+        ("simpo", {"f_divergence_type": "js_divergence"}, "f_divergence_type"),
         ("cpo", {"label_smoothing": 0.1}, "label_smoothing"),
-        ("kto", {"loss_type": "apo_zero_unpaired"}, "loss_type"),
     ],
 )
-def test_trl_loss_variants_are_refused(tiny_model_dir, tmp_path, datasets, algorithm, fields, match):
+def test_trl_loss_fields_the_loss_cannot_read_are_refused(tiny_model_dir, tmp_path, datasets, algorithm, fields,
+                                                          match):
     with pytest.raises(NotImplementedError, match=match):
+        build_trainer(algorithm, model=tiny_model_dir, train_dataset=rows_for(algorithm, datasets),
+                      **trl_fields(tmp_path, **fields))
+
+
+@pytest.mark.parametrize("algorithm, fields", [("ipo", {"loss_type": ["hinge"]}), ("kto", {"loss_type": "bogus"})])
+def test_a_trl_loss_type_conflicting_with_the_recipe_or_unknown_is_refused(tiny_model_dir, tmp_path, datasets,
+                                                                           algorithm, fields):
+    with pytest.raises(ComponentConfigError, match="give the loss once|has no rlplug preference loss"):
         build_trainer(algorithm, model=tiny_model_dir, train_dataset=rows_for(algorithm, datasets),
                       **trl_fields(tmp_path, **fields))
 

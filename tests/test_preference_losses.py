@@ -190,6 +190,11 @@ def test_reference_free_losses_declare_it_and_reference_losses_do_too():
         "kto": ("unpaired", True, True),
         "cpo": ("paired", False, False),
         "simpo": ("paired", False, False),
+        **{name: ("paired", True, False) for name in (
+            "dpo_hinge", "exo_pair", "nca_pair", "dpo_robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+            "apo_zero", "apo_down", "discopop", "dpo_sigmoid_norm", "mpo")},
+        "dpo_sft": ("paired", False, False),
+        "apo_zero_unpaired": ("unpaired", True, False),
     }
 
 

@@ -198,7 +198,8 @@ def execute(run: PreparedRun, started: float) -> dict[str, Any]:
         "seed": trainer.args.seed,
         "components": {
             "advantage": recipe.advantage, "policy_loss": recipe.policy_loss, "aggregation": recipe.aggregation,
-            "preference_loss": recipe.preference_loss,
+            # The loss that ran: TRL's loss_type may have picked another than the recipe's.
+            "preference_loss": getattr(getattr(trainer, "components", None), "algorithm", recipe).preference_loss,
             "kl": {"estimator": recipe.kl.estimator, "placement": recipe.kl.placement,
                    "coef": getattr(trainer, "current_kl", recipe.kl).coef},
         },

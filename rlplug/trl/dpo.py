@@ -16,7 +16,8 @@ from trl import DPOConfig, DPOTrainer
 
 from rlplug.core.algorithm import Algorithm
 from rlplug.core.preference import PreferenceBatch, token_mean_nll
-from rlplug.core.resolve import PreferenceComponents, resolve_preference
+from rlplug.components.sequence_logps import ld_sequence_logps, wpo_pair_weights
+from rlplug.core.resolve import PreferenceComponents
 from rlplug.trl.compat import check_methods, refuse_unsupported
 from rlplug.trl.preference_common import (
     check_datasets,
@@ -28,6 +29,7 @@ from rlplug.trl.preference_common import (
     recompute_outputs,
     skip_reference_copy,
 )
+from rlplug.trl.trl_loss_types import DPO_LOSS_TYPES, resolve_trl_preference, trl_name_of
 
 _RELIED_ON = {
     "_compute_loss": ("self", "model", "inputs", "return_outputs"),
@@ -37,20 +39,20 @@ _RELIED_ON = {
 _NON_MODEL_KEYS = frozenset({"completion_mask", "ref_chosen_logps", "ref_rejected_logps"})
 
 
-def _refuse_unsupported_features(args: DPOConfig, needs_reference: bool) -> None:
+def _refuse_unsupported_features(args: DPOConfig, components: PreferenceComponents) -> None:
+    reads = components.loss.params
     refuse_unsupported(
         {
-            f"loss_type={list(args.loss_type)!r}": (
-                list(args.loss_type) != ["sigmoid"],
-                "choose `algorithm` or `preference_loss` instead of TRL's loss_type",
+            f"f_divergence_type={args.f_divergence_type!r} with preference loss {components.loss.name!r}": (
+                args.f_divergence_type != "reverse_kl" and "f_divergence_type" not in reads,
+                "this loss has no f-divergence form; unset f_divergence_type",
             ),
-            "loss_weights": (args.loss_weights is not None, "unset it"),
-            "ld_alpha (LD-DPO length desensitization)": (args.ld_alpha is not None, "unset it"),
-            f"f_divergence_type={args.f_divergence_type!r}": (args.f_divergence_type != "reverse_kl", "unset it"),
-            "use_weighting (WPO)": (args.use_weighting, "unset it"),
-            "label_smoothing": (args.label_smoothing != 0.0, "unset it; give smoothing as a loss parameter"),
+            f"label_smoothing with preference loss {components.loss.name!r}": (
+                args.label_smoothing != 0.0 and "label_smoothing" not in reads,
+                "this loss reads no label_smoothing; unset it",
+            ),
             "sync_ref_model with a loss that uses no reference": (
-                args.sync_ref_model and not needs_reference,
+                args.sync_ref_model and not components.spec.needs_reference,
                 "unset sync_ref_model",
             ),
         }
@@ -62,7 +64,8 @@ class RLPlugDPOTrainer(DPOTrainer):
 
     ``algorithm`` is a recipe with ``trainer="paired_preference"`` and a ``preference_loss``.
     TRL's ``beta`` (and any other config field) reaches the loss when the loss has a
-    parameter of that name. TRL's own ``loss_type`` and its variants are refused.
+    parameter of that name. TRL's ``loss_type``/``loss_weights`` pick the matching rlplug loss
+    (rlplug/trl/trl_loss_types.py); ``ld_alpha`` and ``use_weighting`` work as in TRL.
     """
 
     def __init__(self, model: Any, ref_model: Any = None, args: DPOConfig | None = None, *,
@@ -70,9 +73,11 @@ class RLPlugDPOTrainer(DPOTrainer):
         check_methods(DPOTrainer, _RELIED_ON)
         if args is None:
             raise ValueError("RLPlugDPOTrainer needs a DPOConfig; rlplug.build_trainer makes one")
-        self.components: PreferenceComponents = resolve_preference(algorithm, "paired", args)
+        self.components: PreferenceComponents = resolve_trl_preference(
+            algorithm, "paired", args, DPO_LOSS_TYPES, "sigmoid"
+        )
         needs_reference = self.components.spec.needs_reference
-        _refuse_unsupported_features(args, needs_reference)
+        _refuse_unsupported_features(args, self.components)
         check_datasets(kwargs.get("train_dataset"), kwargs.get("eval_dataset"), "paired", algorithm.name)
         if ref_model is not None and not needs_reference:
             raise ValueError(
@@ -81,9 +86,13 @@ class RLPlugDPOTrainer(DPOTrainer):
         skip_copy = skip_reference_copy(args, self.components, model, kwargs.get("peft_config"))
         if skip_copy:
             args.precompute_ref_log_probs = True
+        # TRL's own checks of its loss_type (e.g. no WPO weighting with the sorting AOT losses) see the chosen loss.
+        user_loss_type, trl_name = args.loss_type, trl_name_of(self.components.loss.name, DPO_LOSS_TYPES)
+        args.loss_type = [trl_name] if trl_name is not None and args.loss_weights is None else user_loss_type
         try:
             super().__init__(model=model, ref_model=ref_model, args=args, **kwargs)
         finally:
+            args.loss_type = user_loss_type
             if skip_copy:
                 args.precompute_ref_log_probs = False
         check_trainer_attributes(self)
@@ -112,8 +121,9 @@ class RLPlugDPOTrainer(DPOTrainer):
         outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
         # Prompt-learning PEFT prepends virtual tokens; keep the positions of the real tokens.
         per_token_logps = outputs.log_probs[:, -shift_mask.size(1) :]
-        chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)
+        chosen_logps, rejected_logps = ld_sequence_logps(per_token_logps, shift_mask, self.args.ld_alpha).chunk(2)
         chosen_lengths, rejected_lengths = shift_mask.sum(dim=1).float().chunk(2, dim=0)
+        chosen_token_logps_sum = per_token_logps.sum(dim=1).chunk(2, dim=0)[0]
 
         ref_chosen_logps = ref_rejected_logps = None
         if self.components.spec.needs_reference:
@@ -125,10 +135,13 @@ class RLPlugDPOTrainer(DPOTrainer):
             rejected_lengths=rejected_lengths,
             ref_chosen_logps=ref_chosen_logps,
             ref_rejected_logps=ref_rejected_logps,
-            chosen_nll=token_mean_nll(chosen_logps, chosen_lengths),
+            chosen_nll=token_mean_nll(chosen_token_logps_sum, chosen_lengths),
         )
         losses, metrics = self.components.loss(batch)
         check_losses(self.components.loss.name, losses, batch.batch_size)
+        if self.args.use_weighting:
+            log_sum_sq_probs = outputs.log_sum_sq_probs[:, -shift_mask.size(1) :]
+            losses = losses * wpo_pair_weights(per_token_logps, log_sum_sq_probs, shift_mask)
         loss = losses.mean()
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss

@@ -21,7 +21,7 @@ from trl.trainer.utils import use_adapter
 
 from rlplug.core.algorithm import Algorithm
 from rlplug.core.preference import PreferenceBatch
-from rlplug.core.resolve import PreferenceComponents, resolve_preference
+from rlplug.core.resolve import PreferenceComponents
 from rlplug.trl.compat import TRLCompatibilityError, check_methods, refuse_unsupported
 from rlplug.trl.preference_common import (
     TRAINER_ATTRIBUTES,
@@ -34,6 +34,7 @@ from rlplug.trl.preference_common import (
     recompute_outputs,
     skip_reference_copy,
 )
+from rlplug.trl.trl_loss_types import KTO_LOSS_TYPES, resolve_trl_preference
 
 _RELIED_ON = {
     "_compute_loss": ("self", "model", "inputs", "return_outputs"),
@@ -53,7 +54,8 @@ class RLPlugKTOTrainer(KTOTrainer):
     """KTOTrainer whose loss is an rlplug preference loss on unpaired, labelled data.
 
     ``algorithm`` is a recipe with ``trainer="unpaired_preference"`` and a ``preference_loss``.
-    TRL's ``beta``, ``desirable_weight`` and ``undesirable_weight`` reach the loss by name.
+    TRL's ``beta``, ``desirable_weight`` and ``undesirable_weight`` reach the loss by name;
+    TRL's ``loss_type`` picks the matching rlplug loss (rlplug/trl/trl_loss_types.py).
     """
 
     def __init__(self, model: Any, ref_model: Any = None, args: KTOConfig | None = None, *,
@@ -61,14 +63,12 @@ class RLPlugKTOTrainer(KTOTrainer):
         check_methods(KTOTrainer, _RELIED_ON)
         if args is None:
             raise ValueError("RLPlugKTOTrainer needs a KTOConfig; rlplug.build_trainer makes one")
-        self.components: PreferenceComponents = resolve_preference(algorithm, "unpaired", args)
+        self.components: PreferenceComponents = resolve_trl_preference(
+            algorithm, "unpaired", args, KTO_LOSS_TYPES, "kto"
+        )
         spec = self.components.spec
         refuse_unsupported(
             {
-                f"loss_type={args.loss_type!r}": (
-                    args.loss_type != "kto",
-                    "choose `algorithm` or `preference_loss` instead of TRL's loss_type",
-                ),
                 "sync_ref_model with a loss that uses no reference": (
                     args.sync_ref_model and not spec.needs_reference,
                     "unset sync_ref_model",

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from rlplug import PreferenceBatch, paired_reward_metrics, preference_loss
+from rlplug import PreferenceBatch, f_divergence_scores, paired_reward_metrics, preference_loss
 
 
 @preference_loss(data="paired", needs_reference=True)
 def ipo(
-    batch: PreferenceBatch, beta: float = 0.1, normalize_length: bool = True
+    batch: PreferenceBatch,
+    beta: float = 0.1,
+    normalize_length: bool = True,
+    f_divergence_type: str = "reverse_kl",
+    f_alpha_divergence_coef: float = 0.5,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """IPO (Azar et al., 2023, "A General Theoretical Paradigm to Understand Learning from
     Human Preferences", Eq. 17), with ``beta`` as the paper's tau.
@@ -23,14 +27,20 @@ def ipo(
     - ``normalize_length=False`` (the seeds' and the paper's formula, on summed log-probs):
       L_i = (h - 1 / (2 beta))^2.
 
+    With ``f_divergence_type`` other than ``reverse_kl`` each log-ratio is replaced by its
+    f-divergence score first (f-DPO; see ``rlplug.f_divergence_scores``), as TRL does.
+
     Metrics: TRL's rewards/* with the rewards beta * log-ratio (summed, not normalized).
     """
     chosen_logratios = batch.chosen_logratios
     rejected_logratios = batch.rejected_logratios
+    chosen_scores, rejected_scores = f_divergence_scores(
+        chosen_logratios, rejected_logratios, f_divergence_type, f_alpha_divergence_coef
+    )
     if normalize_length:
         chosen_lengths = batch.chosen_lengths.clamp(min=1.0)
-        gap = chosen_logratios / chosen_lengths - rejected_logratios / batch.rejected_lengths.clamp(min=1.0)
+        gap = chosen_scores / chosen_lengths - rejected_scores / batch.rejected_lengths.clamp(min=1.0)
     else:
-        gap = chosen_logratios - rejected_logratios
+        gap = chosen_scores - rejected_scores
     losses = (gap - 1 / (2 * beta)) ** 2
     return losses, paired_reward_metrics(beta * chosen_logratios, beta * rejected_logratios)

@@ -41,3 +41,24 @@ def kto(
     metrics = unpaired_reward_metrics(beta * logratios, batch.labels)
     metrics["kl"] = kl.detach()
     return losses, metrics
+
+
+@preference_loss(data="unpaired", needs_reference=True, needs_kl_reference=False)
+def apo_zero_unpaired(
+    batch: PreferenceBatch, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """APO-zero on unpaired data (D'Oosterlinck et al., 2024, "Anchored Preference Optimization
+    and Contrastive Revisions", Eq. 7 with the pair split into its two terms; TRL's KTO
+    ``loss_type="apo_zero_unpaired"``). With r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x)):
+
+        desirable y:   L_i = lambda_D * (1 - sigmoid(r(x, y)))
+        undesirable y: L_i = lambda_U * sigmoid(r(x, y))
+
+    No KL reference point (no mismatched pairs are built). Metrics: rewards/chosen and
+    rewards/rejected (the class means of r).
+    """
+    rewards = beta * batch.logratios
+    losses = torch.where(
+        batch.labels, desirable_weight * (1 - torch.sigmoid(rewards)), undesirable_weight * torch.sigmoid(rewards)
+    )
+    return losses, unpaired_reward_metrics(rewards, batch.labels)
