@@ -74,6 +74,7 @@ def build_trainer(
     kl: KLSpec | dict[str, Any] | None = None,
     component_params: dict[str, dict[str, Any]] | None = None,
     callbacks: list[Any] | None = None,
+    trainer_inputs: dict[str, Any] | None = None,
     **config_overrides: Any,
 ) -> Any:
     """Build a TRL trainer for ``algorithm`` with any component or TRL config field overridden.
@@ -106,6 +107,7 @@ def build_trainer(
             raise ValueError("give reward weights once: as `weight` in the rewards entries or as reward_weights, not both")
         args.reward_weights = reward_weights
     trainer_kwargs = {"reward_funcs": rewards} if kind.takes_reward_funcs else {}
+    trainer_kwargs.update(trainer_inputs or {})  # inputs a trainer kind takes besides TRL's, e.g. ppo's ptx_dataset
     return kind.trainer_class()(
         algorithm=recipe,
         model=model,
