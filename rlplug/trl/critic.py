@@ -31,6 +31,11 @@ def add_critic(model: torch.nn.Module) -> torch.nn.Module:
     policy_adapter = model.active_adapter
     model.add_adapter(CRITIC_ADAPTER, copy.deepcopy(model.peft_config[policy_adapter]))
     model.set_adapter(policy_adapter)
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():  # the critic's LoRA in the policy's LoRA dtype (TRL keeps QLoRA adapters in bf16)
+        for name, parameter in parameters.items():
+            if f".{CRITIC_ADAPTER}." in name:
+                parameter.data = parameter.data.to(parameters[name.replace(f".{CRITIC_ADAPTER}.", f".{policy_adapter}.")].dtype)
     head = torch.nn.Linear(model.config.hidden_size, 1)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
@@ -73,12 +78,15 @@ def critic_values(
     """(B, T) values V(s_t) of the states before each completion token (aligned with the log-probs).
 
     The state before completion token t is everything up to position P + t - 1, so its value
-    is read from that position's hidden state, as the token's logit is.
+    is read from that position's hidden state, as the token's logit is. Call it inside
+    :func:`critic_active`; a backward through it (activation checkpointing recomputes the
+    forward then) must run inside the same block.
     """
+    if model.active_adapter != CRITIC_ADAPTER:
+        raise RuntimeError("critic_values runs inside `with critic_active(model):`")
     base = model.get_base_model()
     backbone = getattr(base, base.base_model_prefix)
     head = getattr(model, VALUE_HEAD)
-    with critic_active(model):
-        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     hidden = hidden[:, -completion_length - 1 : -1, :]
     return head(hidden.to(head.weight.dtype)).squeeze(-1)

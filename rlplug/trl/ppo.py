@@ -26,7 +26,7 @@ from rlplug.components.critic_stats import explained_variance, masked_whiten
 from rlplug.core.algorithm import Algorithm
 from rlplug.core.resolve import BoundComponent, ComponentConfigError, bind_component
 from rlplug.core.rollout import Rollout
-from rlplug.trl.critic import add_critic, critic_parameters, critic_values
+from rlplug.trl.critic import add_critic, critic_active, critic_parameters, critic_values
 from rlplug.trl.grpo import RLPlugGRPOTrainer
 
 CRITIC_FILE = "rlplug_critic.pt"
@@ -92,10 +92,11 @@ class RLPlugPPOTrainer(RLPlugGRPOTrainer):
         attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
         length = output["completion_ids"].size(1)
         chunk = self.args.per_device_train_batch_size
-        return torch.cat([
-            critic_values(self.model, input_ids[i : i + chunk], attention_mask[i : i + chunk], length)
-            for i in range(0, input_ids.shape[0], chunk)
-        ])
+        with critic_active(self.model):
+            return torch.cat([
+                critic_values(self.model, input_ids[i : i + chunk], attention_mask[i : i + chunk], length)
+                for i in range(0, input_ids.shape[0], chunk)
+            ])
 
     def _build_rollout(self, output: dict[str, Any], mode: str) -> Rollout:
         rollout = super()._build_rollout(output, mode)
@@ -128,11 +129,18 @@ class RLPlugPPOTrainer(RLPlugGRPOTrainer):
         self._last_entropies = entropies
         return logps, entropies, aux
 
-    def _compute_loss(self, model, inputs):
-        # PEFT re-freezes inactive adapters whenever adapters are re-enabled (after TRL's reference
-        # forward under ``disable_adapter``); the critic trains in every step.
+    def _critic_trainable(self) -> None:
+        # PEFT freezes inactive adapters whenever adapters are re-enabled (after TRL's reference
+        # forward under ``disable_adapter``) or loaded (resume); the critic trains in every step.
         for _, parameter in critic_parameters(self.model):
             parameter.requires_grad_(True)
+
+    def create_optimizer(self, *args, **kwargs):
+        self._critic_trainable()
+        return super().create_optimizer(*args, **kwargs)
+
+    def _compute_loss(self, model, inputs):
+        self._critic_trainable()
         loss = super()._compute_loss(model, inputs)
         training = self.model.training
         mode = "train" if training else "eval"
@@ -142,10 +150,17 @@ class RLPlugPPOTrainer(RLPlugGRPOTrainer):
             mask = mask * inputs["tool_mask"]
         input_ids = torch.cat([inputs["prompt_ids"], completion_ids], dim=1)
         attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
-        values = critic_values(self.model, input_ids, attention_mask, completion_ids.size(1))
-        per_token_value_loss, value_metrics = self.value_loss(values, inputs["old_values"], inputs["returns"], mask)
-        value_loss = self.components.aggregation(per_token_value_loss, mask, ctx)
-        loss = loss + self.args.vf_coef * value_loss
+        # The critic's term is differentiated here, with its adapter active: activation checkpointing
+        # recomputes the forward during backward, which must see the same adapter.
+        with critic_active(self.model):
+            values = critic_values(self.model, input_ids, attention_mask, completion_ids.size(1))
+            per_token_value_loss, value_metrics = self.value_loss(
+                values, inputs["old_values"], inputs["returns"], mask
+            )
+            value_term = self.args.vf_coef * self.components.aggregation(per_token_value_loss, mask, ctx)
+            if training and value_term.requires_grad:
+                self.accelerator.backward(value_term)
+        loss = loss + value_term.detach()
         self._metrics[mode]["critic/value_loss"].append(self._global_masked_mean(per_token_value_loss.detach(), mask))
         for name in sorted(value_metrics):
             self._metrics[mode][name].append(self._global_masked_mean(value_metrics[name], mask))
