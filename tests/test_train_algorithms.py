@@ -67,3 +67,14 @@ def test_preference_runs_are_scored_like_online_runs(tmp_path):
     assert preference["rewards"] == online["rewards"] == [{"name": "arithmetic_exact_match", "weight": 1.0}]
     assert 0.1 < preference["eval_before"] < 0.9  # the warmed-up model answers some, not all
     assert preference["eval_before"] == online["eval_before"]  # same model, same held-out scoring
+
+
+@pytest.mark.parametrize("algorithm, value_loss", [("ppo", "clipped_value"), ("a2c", "mse_value")])
+def test_actor_critic_runs_on_the_embedded_default(tmp_path, algorithm, value_loss):
+    summary, history = run(tmp_path, "--algorithm", algorithm, "--max_steps", "2")
+    assert summary["algorithm"] == algorithm and summary["steps"] == 2
+    steps = [row for row in history if "critic/value_loss" in row]
+    assert len(steps) == 2 and all("reward" in row or "entropy" in row for row in steps)
+    # ppo: 4 epochs over one rollout (one explained variance); a2c: a rollout per step.
+    assert len([row for row in history if "critic/explained_variance" in row]) == (1 if algorithm == "ppo" else 2)
+    assert ("value/clip_frac" in steps[0]) == (value_loss == "clipped_value")

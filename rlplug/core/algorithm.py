@@ -58,6 +58,7 @@ class Algorithm:
       user sets them, e.g. ``{"epsilon_high": 0.28}``.
     - ``embedded_defaults``: trainer-config fields for the built-in tiny model and task
       (``rlplug train`` with no model), above ``config_defaults``, e.g. DPO's larger beta there.
+    - ``value_loss``: the critic's loss (trainer kinds with a critic, e.g. ``ppo``).
     - ``component_params``: per component slot (``"advantage"``, ``"policy_loss"``, ...),
       keyword arguments for that component.
     """
@@ -68,6 +69,7 @@ class Algorithm:
     policy_loss: str | None = None
     aggregation: str | None = None
     preference_loss: str | None = None
+    value_loss: str | None = None
     kl: KLSpec = field(default_factory=KLSpec)
     config_defaults: dict[str, Any] = field(default_factory=dict)
     component_params: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -41,6 +41,12 @@ class PolicyLoss(Protocol):
     ) -> tuple[Tensor, dict[str, Tensor]]: ...
 
 
+class ValueLoss(Protocol):
+    def __call__(
+        self, values: Tensor, old_values: Tensor, returns: Tensor, mask: Tensor, /, **params: Any
+    ) -> tuple[Tensor, dict[str, Tensor]]: ...
+
+
 class LossAggregation(Protocol):
     def __call__(self, per_token_loss: Tensor, mask: Tensor, ctx: AggregationContext, /, **params: Any) -> Tensor: ...
 
@@ -122,6 +128,17 @@ def register_policy_losses(register: Register[PolicyLoss]) -> None:
     adapter reduces to a masked mean over the global batch (for example clip fractions).
     Keyword parameters are bound by name: explicit component params first, then the
     trainer config field of the same name, then the function default.
+    """
+
+
+@component_kind("value loss", data_arguments=4)
+def register_value_losses(register: Register[ValueLoss]) -> None:
+    """Register critic (value-function) losses: ``register(name, fn)``.
+
+    ``fn(values, old_values, returns, mask, **params) -> (per_token_loss, metrics)``, all
+    ``(B,T)``: the critic's values now, its values at rollout time, the value targets
+    (returns), the completion mask. ``per_token_loss`` is not yet masked, reduced or
+    weighted (the trainer multiplies by ``vf_coef``); ``metrics`` as for policy losses.
     """
 
 

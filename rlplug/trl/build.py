@@ -76,6 +76,7 @@ def build_trainer(
     component_params: dict[str, dict[str, Any]] | None = None,
     callbacks: list[Any] | None = None,
     on_nonfinite: str = "error",
+    trainer_inputs: dict[str, Any] | None = None,
     **config_overrides: Any,
 ) -> Any:
     """Build a TRL trainer for ``algorithm`` with any component or TRL config field overridden.
@@ -112,6 +113,7 @@ def build_trainer(
             raise ValueError("give reward weights once: as `weight` in the rewards entries or as reward_weights, not both")
         args.reward_weights = reward_weights
     trainer_kwargs = {"reward_funcs": rewards} if kind.takes_reward_funcs else {}
+    trainer_kwargs.update(trainer_inputs or {})  # inputs a trainer kind takes besides TRL's, e.g. ppo's ptx_dataset
     trainer = kind.trainer_class()(
         algorithm=recipe,
         model=model,

@@ -46,6 +46,17 @@ ONLINE = TrainerKind(
     },
 )
 
+PPO = TrainerKind(
+    name="ppo",
+    trainer_class=lazy_attribute("rlplug.trl.ppo", "RLPlugPPOTrainer"),
+    config_class=lazy_attribute("rlplug.trl.ppo", "RLPlugPPOConfig"),
+    report_headline={"reward": "reward", "explained variance": "critic/explained_variance"},
+    report_panels=(("reward", "mean reward per completion"),
+                   ("critic/explained_variance", "critic explained variance, 1 - Var(R - V) / Var(R)"),
+                   ("kl", "KL(policy || reference), per token")),
+    embedded_defaults={**ONLINE.embedded_defaults, "num_generations": 1},
+)
+
 PAIRED_PREFERENCE = TrainerKind(
     name="paired_preference",
     trainer_class=lazy_attribute("rlplug.trl.dpo", "RLPlugDPOTrainer"),
@@ -75,5 +86,6 @@ UNPAIRED_PREFERENCE = TrainerKind(
 @hookimpl
 def register_trainer_kinds(register):
     register(ONLINE)
+    register(PPO)
     register(PAIRED_PREFERENCE)
     register(UNPAIRED_PREFERENCE)
