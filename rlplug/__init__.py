@@ -16,6 +16,7 @@ from rlplug.core.algorithm import Algorithm, KLSpec
 from rlplug.core.hookspecs import hookimpl
 from rlplug.core.plugins import get_registry, load_plugins
 from rlplug.core.preference import PreferenceBatch, paired_reward_metrics, preference_loss, unpaired_reward_metrics
+from rlplug.core.segments import SegmentBatch
 from rlplug.core.registry import DuplicateComponentError, UnknownComponentError
 from rlplug.core.rollout import Rollout
 from rlplug.core.trainer_kinds import TrainerKind
@@ -28,6 +29,7 @@ __all__ = [
     "KLSpec",
     "PreferenceBatch",
     "Rollout",
+    "SegmentBatch",
     "TrainerKind",
     "UnknownComponentError",
     "__version__",
