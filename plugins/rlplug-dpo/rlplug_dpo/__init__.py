@@ -22,3 +22,27 @@ def register_algorithms(register):
             description="DPO: -log sigmoid of the beta-scaled difference of chosen and rejected log-ratios.",
         )
     )
+    # Built-in task: samples ranked by distance from the true sum (the exact-match reward ties).
+    ranked = {"label_rewards": ["arithmetic_distance"], "beta": 0.5}
+    register(
+        Algorithm(
+            name="online_dpo",
+            trainer="iterative_preference",
+            preference_loss="dpo_sigmoid",
+            config_defaults={"pairing": "best_worst", "refresh_reference": True},
+            embedded_defaults=ranked,
+            description="Online / iterative DPO: each round samples from the policy, pairs its best and worst "
+            "scored completions, trains dpo_sigmoid; the reference becomes the previous round's policy.",
+        )
+    )
+    register(
+        Algorithm(
+            name="curry_dpo",
+            trainer="iterative_preference",
+            preference_loss="dpo_sigmoid",
+            config_defaults={"pairing": "curriculum", "refresh_reference": True},
+            embedded_defaults=ranked,
+            description="Curry-DPO: ranked samples, best vs each lower rank, stages from the largest rank gap "
+            "to the smallest; each stage's reference is the previous stage's policy.",
+        )
+    )

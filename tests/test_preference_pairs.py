@@ -1,0 +1,41 @@
+"""Preference pairs from scored samples (online DPO, Curry-DPO): hand-computed cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlplug.components.preference_pairs import (
+    ScoredPair, best_worst_pairs, curriculum_stages, pair_rows, ranked_pairs,
+)
+from rlplug.demo.plugin import arithmetic_distance
+
+SAMPLES = [["12", "15", "12", "9", "x"], ["7", "7"], ["3", "4", "5"]]
+SCORES = [[0.0, -3.0, 0.0, -3.0, -100.0], [1.0, 1.0], [-1.0, 0.0, -1.0]]
+
+
+def test_best_worst_pairs():
+    pairs = best_worst_pairs(SAMPLES, SCORES)
+    # Row 0: levels 0 ("12") > -3 ("15" first) > -100 ("x"); row 1 ties: no pair; row 2: "4" over "3".
+    assert pairs == [ScoredPair(0, "12", "x", 2), ScoredPair(2, "4", "3", 1)]
+    # Negative control: taking the first sample as chosen instead of the best would pick "12" vs "x" in
+    # row 0 too, but in row 2 it would pick "3"; the builder must not.
+    assert pairs[1].chosen != SAMPLES[2][0]
+
+
+def test_ranked_pairs_and_curriculum():
+    pairs = ranked_pairs(SAMPLES, SCORES)
+    assert pairs == [ScoredPair(0, "12", "15", 1), ScoredPair(0, "12", "x", 2), ScoredPair(2, "4", "3", 1)]
+    stages = curriculum_stages(pairs, 2)
+    # Easy (largest gap) first, stable among equal gaps; sizes 2 and 1.
+    assert stages == [[ScoredPair(0, "12", "x", 2), ScoredPair(0, "12", "15", 1)], [ScoredPair(2, "4", "3", 1)]]
+    assert [len(s) for s in curriculum_stages(pairs, 3)] == [1, 1, 1]
+    assert curriculum_stages([], 2) == [[], []]
+    with pytest.raises(ValueError, match="stages must be at least 1"):
+        curriculum_stages(pairs, 0)
+    assert pair_rows(stages[1], ["p0", "p1", "p2"]) == [{"prompt": "p2", "chosen": "4", "rejected": "3"}]
+
+
+def test_arithmetic_distance_reward():
+    assert arithmetic_distance(["1+2+3="] * 4, ["6", " 8", "x", "4"], answer=["6"] * 4) == [-0.0, -2.0, -100.0, -2.0]
+    # Negative control: exact match would tie "8" and "x"; distance ranks them.
+    assert arithmetic_distance(["p"] * 2, ["8", "x"], answer=["6"] * 2)[0] > -100.0
