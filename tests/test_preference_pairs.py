@@ -39,3 +39,18 @@ def test_arithmetic_distance_reward():
     assert arithmetic_distance(["1+2+3="] * 4, ["6", " 8", "x", "4"], answer=["6"] * 4) == [-0.0, -2.0, -100.0, -2.0]
     # Negative control: exact match would tie "8" and "x"; distance ranks them.
     assert arithmetic_distance(["p"] * 2, ["8", "x"], answer=["6"] * 2)[0] > -100.0
+
+
+def test_digit_segments_of_the_builtin_task():
+    from rlplug.demo.arithmetic_preference import digit_segments
+
+    assert digit_segments("15", "16") == {
+        "chosen_segments": [1, 1], "rejected_segments": [1, 1],
+        "chosen_segment_scores": [[1.0], [1.0]], "rejected_segment_scores": [[0.0], [1.0]],
+    }
+    # Negative control: a wrong tens digit is the one pushed down, not the right units digit.
+    assert digit_segments("15", "25")["rejected_segment_scores"] == [[1.0], [0.0]]
+    assert digit_segments("15", "9") == {
+        "chosen_segments": [2], "rejected_segments": [1],
+        "chosen_segment_scores": [[1.0]], "rejected_segment_scores": [[1.0]],
+    }

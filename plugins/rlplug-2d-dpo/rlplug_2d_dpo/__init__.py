@@ -18,6 +18,7 @@ def register_algorithms(register):
             trainer="paired_preference",
             preference_loss="2d_dpo",
             config_defaults={"beta": 0.1},
+            embedded_defaults={"beta": 0.5},  # as dpo's: the built-in task's pairs carry one segment per digit
             description="2D-DPO: a sigmoid DPO term per segment, each side's log-ratio weighted by the segment's "
             "aspect scores; needs the segment columns (docs/hooks.md).",
         )
