@@ -112,7 +112,7 @@ def test_bad_input_is_named(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="max_steps \\(1\\) must be at least rounds \\(2\\)"):
         build_trainer("online_dpo", model=tiny_model_dir, reward_funcs=[length_reward], train_dataset=PROMPTS,
                       **fields(tmp_path, max_steps=1))
-    with pytest.raises(ValueError, match="pairing must be"):
+    with pytest.raises(ValueError, match="pairing must be one of best_worst, best_vs_frequent, curriculum"):
         build_trainer("online_dpo", model=tiny_model_dir, reward_funcs=[length_reward], train_dataset=PROMPTS,
                       **fields(tmp_path, pairing="random"))
     with pytest.raises(ValueError, match="at least one reward"):

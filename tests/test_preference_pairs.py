@@ -54,3 +54,14 @@ def test_digit_segments_of_the_builtin_task():
         "chosen_segments": [2], "rejected_segments": [1],
         "chosen_segment_scores": [[1.0]], "rejected_segment_scores": [[1.0]],
     }
+
+
+def test_best_vs_frequent_pairs():
+    from rlplug.components.preference_pairs import best_vs_frequent_pairs
+
+    samples = [["15", "16", "16", "x", "x", "x"], ["7", "7"], ["3", "9", "4"]]
+    scores = [[0.0, -1.0, -1.0, -100.0, -100.0, -100.0], [1.0, 1.0], [-1.0, 0.0, -1.0]]
+    # Row 0: "x" is sampled most (3 times): the likeliest mistake, gap 2; row 2: "3" and "4" once each: first sampled.
+    assert best_vs_frequent_pairs(samples, scores) == [ScoredPair(0, "15", "x", 2), ScoredPair(2, "9", "3", 1)]
+    # Negative control: the best completion is never its own rejected even when it is the most sampled.
+    assert best_vs_frequent_pairs([["5", "5", "5", "6"]], [[0.0, 0.0, 0.0, -1.0]]) == [ScoredPair(0, "5", "6", 1)]

@@ -44,6 +44,27 @@ def best_worst_pairs(samples: Sequence[Sequence[str]], scores: Sequence[Sequence
     return pairs
 
 
+def best_vs_frequent_pairs(samples: Sequence[Sequence[str]], scores: Sequence[Sequence[float]]) -> list[ScoredPair]:
+    """Per prompt, the best-scored completion against the most often sampled completion that
+    scores lower (ties: first sampled): the policy's likeliest mistake, a hard negative.
+    ``gap`` is the dense rank distance between the two. No pair when all scores are equal."""
+    pairs = []
+    for row, (completions, values) in enumerate(zip(samples, scores, strict=True)):
+        levels = _levels(completions, values)
+        ranks = sorted({score for score, _ in levels}, reverse=True)
+        if len(ranks) < 2:
+            continue
+        best_score, best = levels[0]
+        counts: dict[str, int] = {}
+        for completion in completions:
+            counts[completion] = counts.get(completion, 0) + 1
+        worse = [(completion, score) for score, completion in levels if score < best_score]
+        first_seen = {completion: i for i, completion in reversed(list(enumerate(completions)))}
+        rejected, score = min(worse, key=lambda item: (-counts[item[0]], first_seen[item[0]]))
+        pairs.append(ScoredPair(row, best, rejected, ranks.index(score)))
+    return pairs
+
+
 def ranked_pairs(samples: Sequence[Sequence[str]], scores: Sequence[Sequence[float]]) -> list[ScoredPair]:
     """Curry-DPO's pairs (Pattnaik et al. 2024, arXiv:2403.07230; seed 003 §5.3.4): per prompt,
     the best completion against one completion of every lower score level, ``gap`` = the

@@ -9,7 +9,8 @@ with LoRA a frozen ``ref`` adapter (TRL's reference adapter) receives the traine
 weights; in full fine-tuning the reference copy receives the policy's.
 
 ``pairing="best_worst"`` (online / iterative DPO, seed 002): new samples every round, the
-best completion of a prompt against its worst. ``pairing="curriculum"`` (Curry-DPO, seed
+best completion of a prompt against its worst; ``"best_vs_frequent"``: against the most
+often sampled lower-scored completion (the policy's likeliest mistake). ``pairing="curriculum"`` (Curry-DPO, seed
 003 §5.3.4): samples drawn once from the starting policy, the best completion against one
 of every lower score level, ordered from the largest rank gap to the smallest and cut into
 ``rounds`` stages. ``max_steps`` is the total over all rounds.
@@ -30,13 +31,14 @@ from datasets import Dataset
 from trl import DPOConfig
 
 from rlplug.components.preference_pairs import (
-    ScoredPair, best_worst_pairs, curriculum_stages, pair_rows, ranked_pairs,
+    ScoredPair, best_vs_frequent_pairs, best_worst_pairs, curriculum_stages, pair_rows, ranked_pairs,
 )
 from rlplug.components.rewards import build_reward_functions
 from rlplug.core.algorithm import Algorithm
 from rlplug.trl.dpo import RLPlugDPOTrainer
 
 REFERENCE_ADAPTER = "ref"
+PAIRINGS = {"best_worst": best_worst_pairs, "best_vs_frequent": best_vs_frequent_pairs}  # sampled every round
 
 
 @dataclass
@@ -44,8 +46,9 @@ class IterativeDPOConfig(DPOConfig):
     """DPOConfig plus the rounds. Every DPOConfig field keeps its meaning."""
 
     rounds: int = field(default=3, metadata={"help": "Rounds (Curry-DPO: stages); max_steps is split evenly."})
-    pairing: Literal["best_worst", "curriculum"] = field(
-        default="best_worst", metadata={"help": "best_worst: online/iterative DPO; curriculum: Curry-DPO."})
+    pairing: Literal["best_worst", "best_vs_frequent", "curriculum"] = field(
+        default="best_worst",
+        metadata={"help": "best_worst / best_vs_frequent: online/iterative DPO; curriculum: Curry-DPO."})
     num_generations: int = field(default=8, metadata={"help": "Completions sampled per prompt."})
     max_completion_length: int = field(default=16, metadata={"help": "Tokens generated per completion."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
@@ -60,8 +63,8 @@ class IterativeDPOConfig(DPOConfig):
         super().__post_init__()
         if self.rounds < 1:
             raise ValueError(f"rounds must be at least 1, got {self.rounds}")
-        if self.pairing not in ("best_worst", "curriculum"):
-            raise ValueError(f"pairing must be 'best_worst' or 'curriculum', got {self.pairing!r}")
+        if self.pairing not in PAIRINGS and self.pairing != "curriculum":
+            raise ValueError(f"pairing must be one of {', '.join([*PAIRINGS, 'curriculum'])}; got {self.pairing!r}")
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be at least 2 to make a pair, got {self.num_generations}")
         if self.max_steps < self.rounds:
@@ -155,25 +158,25 @@ class RLPlugIterativeDPOTrainer(RLPlugDPOTrainer):
                     param.copy_(source)
                 param.requires_grad_(False)
 
-    def _sample_pairs(self, round_index: int, ranked: bool) -> list[ScoredPair]:
+    def _sample_pairs(self, round_index: int, build: Any) -> list[ScoredPair]:
         args = self.args
         prompts = [row["prompt"] for row in self.prompt_rows]
         samples = sample_completions(self.model, self.processing_class, prompts, args.num_generations,
                                      args.max_completion_length, args.temperature, args.generation_batch_size,
                                      seed=args.seed + round_index)
         scores = score_completions(self.label_funcs, self.label_weights, self.prompt_rows, samples)
-        return (ranked_pairs if ranked else best_worst_pairs)(samples, scores)
+        return build(samples, scores)
 
     def _round_datasets(self) -> Any:
         """Yield each round's paired rows; sampling happens lazily, with the policy of that moment."""
         args = self.args
         prompts = [row["prompt"] for row in self.prompt_rows]
         if args.pairing == "curriculum":
-            for stage in curriculum_stages(self._sample_pairs(0, ranked=True), args.rounds):
+            for stage in curriculum_stages(self._sample_pairs(0, ranked_pairs), args.rounds):
                 yield pair_rows(stage, prompts)
         else:
             for round_index in range(args.rounds):
-                yield pair_rows(self._sample_pairs(round_index, ranked=False), prompts)
+                yield pair_rows(self._sample_pairs(round_index, PAIRINGS[args.pairing]), prompts)
 
     def train(self, resume_from_checkpoint: Any = None, **kwargs: Any) -> Any:
         if resume_from_checkpoint:
