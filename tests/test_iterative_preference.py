@@ -117,3 +117,20 @@ def test_bad_input_is_named(tiny_model_dir, tmp_path):
                       **fields(tmp_path, pairing="random"))
     with pytest.raises(ValueError, match="at least one reward"):
         build_trainer("online_dpo", model=tiny_model_dir, train_dataset=PROMPTS, **fields(tmp_path))
+
+
+def test_recipes_on_the_embedded_default_rank_by_distance_and_score_by_exact_match():
+    from rlplug import get_registry
+    from rlplug.demo import BUILTIN_TASK
+    from rlplug.trl.build import trainer_kind_of
+
+    registry = get_registry()
+    for name, pairing in (("online_dpo", "best_worst"), ("curry_dpo", "curriculum")):
+        recipe = registry.get("algorithms", name)
+        kind = trainer_kind_of(recipe)
+        assert kind.name == "iterative_preference" and recipe.config_defaults["pairing"] == pairing
+        embedded = BUILTIN_TASK.trainer_fields(recipe, kind, {}, False)
+        assert embedded["label_rewards"] == ["arithmetic_distance"] and embedded["max_steps"] == 300
+        # A user's own value wins over the embedded one (negative control for the line above).
+        assert "label_rewards" not in BUILTIN_TASK.trainer_fields(recipe, kind, {"label_rewards": ["x"]}, False)
+    assert BUILTIN_TASK.rewards == ("arithmetic_exact_match",)  # held-out scoring stays exact match
