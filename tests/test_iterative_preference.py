@@ -125,7 +125,7 @@ def test_recipes_on_the_embedded_default_rank_by_distance_and_score_by_exact_mat
     from rlplug.trl.build import trainer_kind_of
 
     registry = get_registry()
-    for name, pairing in (("online_dpo", "best_worst"), ("curry_dpo", "curriculum")):
+    for name, pairing in (("online_dpo", "best_vs_frequent"), ("curry_dpo", "curriculum")):
         recipe = registry.get("algorithms", name)
         kind = trainer_kind_of(recipe)
         assert kind.name == "iterative_preference" and recipe.config_defaults["pairing"] == pairing
