@@ -18,6 +18,7 @@ from rlplug.core.hookspecs import hookimpl
 from rlplug.core.plugins import get_registry, load_plugins
 from rlplug.core.preference import PreferenceBatch, paired_reward_metrics, preference_loss, unpaired_reward_metrics
 from rlplug.core.preference_combination import weighted_preference_loss
+from rlplug.core.segments import SegmentBatch
 from rlplug.core.registry import DuplicateComponentError, UnknownComponentError
 from rlplug.core.rollout import Rollout
 from rlplug.core.trainer_kinds import TrainerKind
@@ -30,6 +31,7 @@ __all__ = [
     "KLSpec",
     "PreferenceBatch",
     "Rollout",
+    "SegmentBatch",
     "TrainerKind",
     "UnknownComponentError",
     "__version__",

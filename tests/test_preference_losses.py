@@ -185,6 +185,7 @@ def test_reference_free_losses_declare_it_and_reference_losses_do_too():
     specs = {name: preference_loss_spec(registry.get("preference_losses", name))
              for name in registry.names("preference_losses")}
     assert {name: (s.data, s.needs_reference, s.needs_kl_reference) for name, s in specs.items()} == {
+        "2d_dpo": ("paired", True, False),
         "dpo_sigmoid": ("paired", True, False),
         "ipo": ("paired", True, False),
         "kto": ("unpaired", True, True),
@@ -196,6 +197,7 @@ def test_reference_free_losses_declare_it_and_reference_losses_do_too():
         "dpo_sft": ("paired", False, False),
         "apo_zero_unpaired": ("unpaired", True, False),
     }
+    assert {name for name, s in specs.items() if s.needs_segments} == {"2d_dpo"}
 
 
 # ---- the batch contract --------------------------------------------------------------------

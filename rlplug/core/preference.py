@@ -16,6 +16,8 @@ What a loss needs is declared once, with :func:`preference_loss`::
   runs no reference forward pass at all and, in full fine-tuning, holds no reference copy.
 - ``needs_kl_reference`` (unpaired only): whether the loss reads ``kl_reference``, the KL
   reference point estimated from mismatched (prompt, completion) pairs.
+- ``needs_segments`` (paired, with reference): whether the loss reads ``segments``, the
+  per-segment sums and aspect scores of :mod:`rlplug.core.segments` (2D-DPO).
 
 An undecorated function is treated as ``data="paired", needs_reference=True`` (the safe
 default: a reference forward is never skipped by accident).
@@ -33,6 +35,8 @@ from typing import Any, Callable, Iterable, Literal
 
 import torch
 
+from rlplug.core.segments import SegmentBatch
+
 PreferenceData = Literal["paired", "unpaired"]
 PreferenceLossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 SPEC_ATTRIBUTE = "rlplug_preference_loss"
@@ -45,6 +49,7 @@ class PreferenceLossSpec:
     data: PreferenceData = "paired"
     needs_reference: bool = True
     needs_kl_reference: bool = False
+    needs_segments: bool = False
 
     def __post_init__(self) -> None:
         if self.data not in ("paired", "unpaired"):
@@ -53,13 +58,17 @@ class PreferenceLossSpec:
             raise ValueError("needs_kl_reference applies to unpaired losses only")
         if self.needs_kl_reference and not self.needs_reference:
             raise ValueError("the KL reference point is measured against the reference model: needs_reference=True")
+        if self.needs_segments and (self.data != "paired" or not self.needs_reference):
+            raise ValueError("needs_segments applies to paired losses that read the reference (needs_reference=True)")
 
 
 def preference_loss(
-    *, data: PreferenceData = "paired", needs_reference: bool = True, needs_kl_reference: bool = False
+    *, data: PreferenceData = "paired", needs_reference: bool = True, needs_kl_reference: bool = False,
+    needs_segments: bool = False,
 ) -> Callable[[PreferenceLossFn], PreferenceLossFn]:
     """Declare what a preference loss reads; returns the function unchanged but annotated."""
-    spec = PreferenceLossSpec(data=data, needs_reference=needs_reference, needs_kl_reference=needs_kl_reference)
+    spec = PreferenceLossSpec(data=data, needs_reference=needs_reference, needs_kl_reference=needs_kl_reference,
+                              needs_segments=needs_segments)
 
     def mark(fn: PreferenceLossFn) -> PreferenceLossFn:
         setattr(fn, SPEC_ATTRIBUTE, spec)
@@ -90,6 +99,8 @@ class PreferenceBatch:
     - ``chosen_lengths``, ``rejected_lengths`` (B,): completion token counts.
     - ``ref_chosen_logps``, ``ref_rejected_logps`` (B,) or None: reference log-probs,
       None when the loss declared ``needs_reference=False``.
+    - ``segments`` or None: a :class:`rlplug.core.segments.SegmentBatch`, only when the loss
+      declared ``needs_segments``.
     - ``chosen_nll`` (0-dim): the token-mean negative log-likelihood of the chosen
       completions in this micro-batch, ``-sum(chosen_logps) / sum(chosen_lengths)``
       (CPO's L_NLL, TRL's ``nll_loss``), differentiable.
@@ -115,6 +126,7 @@ class PreferenceBatch:
     ref_logps: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     kl_reference: torch.Tensor | None = None
+    segments: SegmentBatch | None = None
 
     def __post_init__(self) -> None:
         paired = self.chosen_logps is not None

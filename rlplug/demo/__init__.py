@@ -30,9 +30,10 @@ def _eval_dataset() -> Any:
 
 
 def _preference_dataset(data: Any, model: Any, tokenizer: Any) -> Any:
-    from rlplug.demo.arithmetic_preference import preference_dataset
+    from rlplug.demo.arithmetic_preference import preference_dataset, with_digit_segments
 
-    return preference_dataset(data, model=model, tokenizer=tokenizer)
+    rows = preference_dataset(data, model=model, tokenizer=tokenizer)
+    return with_digit_segments(rows) if data == "paired" else rows
 
 
 def _reward_model(seed: int) -> Any:

@@ -95,6 +95,31 @@ def paired_preferences(
     return Dataset.from_list(rows)
 
 
+def digit_segments(chosen: str, rejected: str) -> dict[str, Any]:
+    """2D-DPO's segment columns for one pair of answers, for the character tokenizer (one token a character).
+
+    Same length: one segment per character, one aspect. The chosen digit scores 1; the
+    rejected one scores 1 where it differs from the chosen digit and 0 where it is the same,
+    so a right digit inside a wrong answer is not pushed down (the loss weighs each side's
+    log-ratio by its score, seed 003 Eq. 79). Different lengths: one segment per answer, score 1.
+    """
+    if chosen and len(chosen) == len(rejected):
+        return {
+            "chosen_segments": [1] * len(chosen), "rejected_segments": [1] * len(rejected),
+            "chosen_segment_scores": [[1.0] for _ in chosen],
+            "rejected_segment_scores": [[float(r != c)] for c, r in zip(chosen, rejected)],
+        }
+    return {
+        "chosen_segments": [len(chosen)], "rejected_segments": [len(rejected)],
+        "chosen_segment_scores": [[1.0]], "rejected_segment_scores": [[1.0]],
+    }
+
+
+def with_digit_segments(pairs: Dataset) -> Dataset:
+    """Paired rows plus :func:`digit_segments` (2D-DPO's columns; other paired losses ignore them)."""
+    return pairs.map(lambda row: digit_segments(row["chosen"], row["rejected"]))
+
+
 def unpaired_preferences(
     problems: list[Problem], wrong_answers: Mapping[str, str] | None = None, seed: int = 0
 ) -> Dataset:

@@ -30,6 +30,7 @@ from rlplug.trl.preference_common import (
     skip_reference_copy,
 )
 from rlplug.trl.trl_loss_types import DPO_LOSS_TYPES, resolve_trl_preference, trl_name_of
+from rlplug.trl.segments import SEGMENT_KEYS, build_segment_batch, use_segments
 
 _RELIED_ON = {
     "_compute_loss": ("self", "model", "inputs", "return_outputs"),
@@ -96,6 +97,8 @@ class RLPlugDPOTrainer(DPOTrainer):
             if skip_copy:
                 args.precompute_ref_log_probs = False
         check_trainer_attributes(self)
+        if self.components.spec.needs_segments:
+            use_segments(self)
         if not needs_reference:
             self.precompute_ref_logps = False
 
@@ -111,7 +114,7 @@ class RLPlugDPOTrainer(DPOTrainer):
 
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
-        model_kwargs = {key: value for key, value in inputs.items() if key not in _NON_MODEL_KEYS}
+        model_kwargs = {key: value for key, value in inputs.items() if key not in _NON_MODEL_KEYS | SEGMENT_KEYS}
         model_kwargs["use_cache"] = False
         if self.aux_loss_enabled:
             model_kwargs["output_router_logits"] = True
@@ -125,8 +128,11 @@ class RLPlugDPOTrainer(DPOTrainer):
         chosen_lengths, rejected_lengths = shift_mask.sum(dim=1).float().chunk(2, dim=0)
         chosen_token_logps_sum = per_token_logps.sum(dim=1).chunk(2, dim=0)[0]
 
-        ref_chosen_logps = ref_rejected_logps = None
-        if self.components.spec.needs_reference:
+        ref_chosen_logps = ref_rejected_logps = segments = None
+        if self.components.spec.needs_segments:
+            segments, ref_chosen_logps, ref_rejected_logps = build_segment_batch(
+                self, inputs, model_kwargs, labels, per_token_logps)
+        elif self.components.spec.needs_reference:
             ref_chosen_logps, ref_rejected_logps = self._reference_logps(inputs)
         batch = PreferenceBatch(
             chosen_logps=chosen_logps,
@@ -136,6 +142,7 @@ class RLPlugDPOTrainer(DPOTrainer):
             ref_chosen_logps=ref_chosen_logps,
             ref_rejected_logps=ref_rejected_logps,
             chosen_nll=token_mean_nll(chosen_token_logps_sum, chosen_lengths),
+            segments=segments,
         )
         losses, metrics = self.components.loss(batch)
         check_losses(self.components.loss.name, losses, batch.batch_size)

@@ -82,6 +82,17 @@ UNPAIRED_PREFERENCE = TrainerKind(
     embedded_defaults=_PREFERENCE_EMBEDDED,
 )
 
+# Rounds of the paired adapter on pairs sampled from the policy (rlplug/trl/iterative.py).
+ITERATIVE_PREFERENCE = TrainerKind(
+    name="iterative_preference",
+    trainer_class=lazy_attribute("rlplug.trl.iterative", "RLPlugIterativeDPOTrainer"),
+    config_class=lazy_attribute("rlplug.trl.iterative", "IterativeDPOConfig"),
+    beta_is_kl_coef=False,
+    report_headline=PAIRED_PREFERENCE.report_headline,
+    report_panels=PAIRED_PREFERENCE.report_panels,
+    embedded_defaults={**_PREFERENCE_EMBEDDED, "max_completion_length": 4, "num_generations": 8},
+)
+
 
 @hookimpl
 def register_trainer_kinds(register):
@@ -89,3 +100,4 @@ def register_trainer_kinds(register):
     register(PPO)
     register(PAIRED_PREFERENCE)
     register(UNPAIRED_PREFERENCE)
+    register(ITERATIVE_PREFERENCE)
