@@ -25,11 +25,11 @@ from test_parity_grpo import (
     run_native,
     run_rlplug,
     train_and_record,
+    SEED,
     _Recorder,
     _SyncWeights,
     digit_fraction_reward,
     prompts,
-    SEED,
 )
 
 # name -> (native TRL fields, rlplug algorithm or None for "selected by TRL's fields", rlplug overrides)
@@ -109,8 +109,6 @@ def test_bitwise_equal_to_native_trl(tiny_model_dir, tmp_path, case):
     if native_fields.get("use_adaptive_entropy"):
         coefs = native.logged("entropy_coef")
         assert coefs[0] == pytest.approx(0.055) and coefs[-1] > coefs[0], coefs  # the controller moved
-
-
     if case in NEGATIVE_CONTROLS:
         wrong = run_rlplug_selected(
             tiny_model_dir, str(tmp_path / "wrong"), algorithm, native, **{**overrides, **NEGATIVE_CONTROLS[case]}

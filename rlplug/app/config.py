@@ -326,23 +326,22 @@ def _split_config_option(argv: list[str]) -> tuple[str | None, list[str]]:
     return path, rest
 
 
-def _chosen_algorithm(argv: list[str], file_values: dict[str, Any]) -> str:
+def _chosen_algorithm(argv: list[str], file_values: dict[str, Any]) -> Algorithm:
     """``algorithm`` if set, else the recipe of TRL's ``loss_type`` if set, else the default (rlplug.trl.loss_types)."""
     from rlplug.core.plugins import get_registry
-    from rlplug.trl.build import trainer_kind_of
-    from rlplug.trl.loss_types import DEFAULT_ALGORITHM, check_loss_type_matches, select_algorithm
+    from rlplug.trl.build import resolve_algorithm, trainer_kind_of
+    from rlplug.trl.loss_types import as_trl_loss_type, check_loss_type_matches, select_algorithm
 
     algorithm = _option_value(argv, "algorithm") or file_values.get("algorithm")
     loss_type = _option_value(argv, "loss_type") or file_values.get("loss_type")
-    if algorithm is None and loss_type is None:
-        return RLPlugArguments.algorithm
-    named = get_registry().get("algorithms", str(algorithm or DEFAULT_ALGORITHM))
+    named = resolve_algorithm(str(algorithm or RLPlugArguments.algorithm))
     if loss_type is None or not trainer_kind_of(named).takes_reward_funcs:
-        return named.name
+        return named
     try:
         if algorithm is not None:
             check_loss_type_matches(named, str(loss_type))
-        return str(select_algorithm(algorithm, str(loss_type)))
+            return named
+        return as_trl_loss_type(get_registry().get("algorithms", select_algorithm(None, str(loss_type))))
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
@@ -359,7 +358,7 @@ def parse_train_args(argv: list[str]) -> TrainSettings:
             raise ConfigError(f"config {config_path}: `env` must be a mapping of variable: value")
         os.environ.update({str(k): str(v) for k, v in env.items()})
 
-    recipe = resolve_algorithm(_chosen_algorithm(argv, file_values))
+    recipe = _chosen_algorithm(argv, file_values)
     config_class = trainer_config_class(recipe)
     parser = _make_parser(config_class)
 

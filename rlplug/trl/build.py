@@ -9,7 +9,7 @@ from rlplug.core.algorithm import Algorithm, KLSpec
 from rlplug.core.plugins import get_registry
 from rlplug.core.trainer_kinds import TrainerKind
 from rlplug.components.rewards import RewardSpec, build_reward_functions
-from rlplug.trl.loss_types import check_loss_type_matches, select_algorithm
+from rlplug.trl.loss_types import as_trl_loss_type, check_loss_type_matches, select_algorithm
 
 
 def resolve_algorithm(
@@ -99,8 +99,11 @@ def build_trainer(
         named = get_registry().get("algorithms", algorithm)
         if trainer_kind_of(named).takes_reward_funcs:  # preference configs have a loss_type of their own
             check_loss_type_matches(named, loss_type)
+    chosen = select_algorithm(algorithm, loss_type)
+    if algorithm is None and loss_type is not None:
+        chosen = as_trl_loss_type(get_registry().get("algorithms", chosen))
     recipe = resolve_algorithm(
-        select_algorithm(algorithm, loss_type), advantage=advantage, policy_loss=policy_loss, aggregation=aggregation, kl=kl,
+        chosen, advantage=advantage, policy_loss=policy_loss, aggregation=aggregation, kl=kl,
         component_params=component_params, preference_loss=preference_loss,
     )
     overrides = dict(config_overrides)

@@ -6,7 +6,9 @@ Precedence, first that applies:
    applied to the recipe after this selection.
 2. ``algorithm`` given explicitly: that recipe. If TRL's ``loss_type`` is given as well and
    names a different policy loss or aggregation, that is contradictory and refused.
-3. Only ``loss_type`` given: the recipe it maps to below.
+3. Only ``loss_type`` given: the recipe it maps to below, without the recipe's
+   ``config_defaults``: TRL's fields keep TRL's defaults, so the run is the one TRL would do
+   (``loss_type: dapo`` keeps ``epsilon_high = epsilon``, where ``algorithm: dapo`` sets 0.28).
 4. Neither: ``grpo`` (rlplug's default; TRL's default ``loss_type="dapo"`` is not applied
    unless set).
 
@@ -18,7 +20,7 @@ that takes it (``ppo_clip``, ``cispo``, ``sapo``), so ``loss_type: cispo`` with
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 DEFAULT_ALGORITHM = "grpo"
@@ -66,6 +68,11 @@ def select_algorithm(algorithm: Any, loss_type: str | None) -> Any:
     if algorithm is None:
         return loss_type_entry(loss_type).algorithm if loss_type is not None else DEFAULT_ALGORITHM
     return algorithm
+
+
+def as_trl_loss_type(recipe: Any) -> Any:
+    """The recipe as TRL's ``loss_type`` selects it: its config defaults dropped (TRL's own apply)."""
+    return replace(recipe, config_defaults={})
 
 
 def check_loss_type_matches(recipe: Any, loss_type: str) -> None:
