@@ -88,6 +88,7 @@ def cispo(
     mask: torch.Tensor,
     epsilon_high: float | None = 5.0,
     importance_sampling_level: str = "token",
+    epsilon: float = 0.2,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """CISPO: REINFORCE weighted by a clipped, detached importance ratio.
 
@@ -95,8 +96,10 @@ def cispo(
     ``eps_max`` form of ScaleRL (arXiv:2510.13786). No token's gradient is ever dropped;
     only its weight is capped. Matches TRL's ``loss_type="cispo"``. Sequence-level CISPO
     (``importance_sampling_level="sequence"``): rho_i = exp((1/|o_i|) sum_t log(pi_t/pi_old_t)),
-    one capped weight per sequence, as TRL computes it.
+    one capped weight per sequence, as TRL computes it. ``epsilon_high=None`` caps at ``epsilon``,
+    as TRL does when its ``epsilon_high`` is unset.
     """
+    epsilon_high = epsilon if epsilon_high is None else epsilon_high
     ratio = importance_ratio(logps, old_logps, mask, importance_sampling_level)
     capped = torch.clamp(ratio, max=epsilon_high).detach()
     per_token_loss = -capped * advantages * logps
