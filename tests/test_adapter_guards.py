@@ -22,11 +22,7 @@ def build(model_dir, tmp_path, algorithm="grpo", **overrides):
 @pytest.mark.parametrize(
     "overrides, named",
     [
-        ({"top_entropy_quantile": 0.5}, "entropy mask"),
-        ({"entropy_coef": 0.01}, "entropy bonus"),
         ({"off_policy_mask_threshold": 0.5}, "off_policy_mask_threshold"),
-        ({"loss_type": "sapo"}, "loss_type='sapo'"),
-        ({"importance_sampling_level": "sequence"}, "gspo_clip"),
         ({"scale_rewards": "batch"}, "scale_rewards='batch'"),
     ],
 )
@@ -38,7 +34,9 @@ def test_unsupported_trl_features_are_refused_at_construction(tiny_model_dir, tm
 def test_supported_configuration_builds(tiny_model_dir, tmp_path):
     trainer = build(tiny_model_dir, tmp_path)
     assert trainer.components.policy_loss.name == "ppo_clip"
-    assert trainer.components.policy_loss.params == {"epsilon": 0.2, "epsilon_high": None, "delta": None}
+    assert trainer.components.policy_loss.params == {
+        "epsilon": 0.2, "epsilon_high": None, "delta": None, "importance_sampling_level": "token"
+    }
 
 
 def test_recipe_defaults_reach_the_loss_and_user_values_win(tiny_model_dir, tmp_path):

@@ -41,7 +41,9 @@ def test_wheels_install_into_a_fresh_venv_and_train(tmp_path):
                      for p in REPO.glob("plugins/*/pyproject.toml"))
     assert sorted(name.split("-")[0] for name in summary["wheels"]) == sorted(["rlplug", *bundled])
     assert [row["name"] for row in summary["plugins_listed"]] == ["rlplug-grpo"]
-    assert summary["plugins_listed"][0]["components"]["algorithms"] == ["bnpo", "cispo", "dapo", "dr_grpo", "grpo", "gspo"]
+    assert summary["plugins_listed"][0]["components"]["algorithms"] == [
+        "bnpo", "cispo", "dapo", "dr_grpo", "gmpo", "grpo", "gspo", "luspo", "sapo", "vespo"
+    ]
     work = (tmp_path / "work" / "venv").resolve()
     assert all(Path(path).resolve().is_relative_to(work) for path in summary["imported_from"].values())
     assert not any(r.startswith("rlplug") for r in summary["third_party_requirements"])

@@ -138,7 +138,7 @@ def test_plugins_json_lists_distributions_with_components(capsys):
     rows = json.loads(capsys.readouterr().out)
     grpo = next(row for row in rows if row["name"] == "rlplug-grpo")
     assert grpo["entry_point"] == "grpo" and grpo["version"]
-    assert grpo["components"]["algorithms"] == sorted(["grpo", "dr_grpo", "dapo", "bnpo", "gspo", "cispo"])
+    assert grpo["components"]["algorithms"] == sorted(["grpo", "dr_grpo", "dapo", "bnpo", "gspo", "cispo", "sapo", "luspo", "vespo", "gmpo"])
     assert all(row["name"] != "rlplug" for row in rows)
 
     assert cli_main(["plugins", "--json", "--all"]) == 0

@@ -405,6 +405,7 @@ CHECK_OPTIONS = {
     ("advantage_estimators", "reinforce"): {"shift_invariant": False},  # no baseline, by definition
     ("advantage_estimators", "group_norm_process"): {"prepare": outcome_as_last_step},  # reads step rewards
     ("policy_losses", "sequence_ratio_clip"): {"token_advantages": False},  # one advantage per sequence
+    ("policy_losses", "kl_cov"): {"zero_advantage_zero_gradient": False},  # carries its own |log ratio| penalty
 }
 CHECKS = {
     "advantage_estimators": check_advantage_estimator,

@@ -330,6 +330,26 @@ def _split_config_option(argv: list[str]) -> tuple[str | None, list[str]]:
     return path, rest
 
 
+def _chosen_algorithm(argv: list[str], file_values: dict[str, Any]) -> Algorithm:
+    """``algorithm`` if set, else the recipe of TRL's ``loss_type`` if set, else the default (rlplug.trl.loss_types)."""
+    from rlplug.core.plugins import get_registry
+    from rlplug.trl.build import resolve_algorithm, trainer_kind_of
+    from rlplug.trl.loss_types import as_trl_loss_type, check_loss_type_matches, select_algorithm
+
+    algorithm = _option_value(argv, "algorithm") or file_values.get("algorithm")
+    loss_type = _option_value(argv, "loss_type") or file_values.get("loss_type")
+    named = resolve_algorithm(str(algorithm or RLPlugArguments.algorithm))
+    if loss_type is None or not trainer_kind_of(named).takes_reward_funcs:
+        return named
+    try:
+        if algorithm is not None:
+            check_loss_type_matches(named, str(loss_type))
+            return named
+        return as_trl_loss_type(get_registry().get("algorithms", select_algorithm(None, str(loss_type))))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def parse_train_args(argv: list[str]) -> TrainSettings:
     """Parse ``rlplug train`` arguments: ``--config FILE.yaml`` and ``--field value`` overrides."""
     from rlplug.trl.build import resolve_algorithm
@@ -342,8 +362,7 @@ def parse_train_args(argv: list[str]) -> TrainSettings:
             raise ConfigError(f"config {config_path}: `env` must be a mapping of variable: value")
         os.environ.update({str(k): str(v) for k, v in env.items()})
 
-    algorithm = _option_value(argv, "algorithm") or file_values.get("algorithm") or RLPlugArguments.algorithm
-    recipe = resolve_algorithm(str(algorithm))
+    recipe = _chosen_algorithm(argv, file_values)
     config_class = trainer_config_class(recipe)
     parser = _make_parser(config_class)
 

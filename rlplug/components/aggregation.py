@@ -52,3 +52,14 @@ def global_token_mean(per_token_loss: torch.Tensor, mask: torch.Tensor, ctx: Agg
     if ctx.training:
         normalizer = normalizer * ctx.gradient_accumulation_steps / ctx.steps_per_generation
     return (per_token_loss * mask).sum() / normalizer
+
+
+def sequence_sum_mean(per_token_loss: torch.Tensor, mask: torch.Tensor, ctx: AggregationContext) -> torch.Tensor:
+    """Mean over sequences of each sequence's token sum: (1/B) sum_i sum_t l_it.
+
+    LUSPO (Length-Unbiased Sequence Policy Optimization, arXiv:2602.05261); TRL ``loss_type="luspo"``.
+    With a sequence-level loss l_i (B, 1) this is (1/B) sum_i |o_i| l_i: each sequence weighted
+    by its length, which removes GSPO's bias toward short sequences.
+    """
+    loss = (per_token_loss * mask).sum(-1).mean()
+    return loss / ctx.gradient_accumulation_steps

@@ -19,3 +19,4 @@ def register_loss_aggregations(register):
     register("local_token_mean", aggregation.local_token_mean)
     register("constant_normalizer", aggregation.constant_normalizer)
     register("global_token_mean", aggregation.global_token_mean)
+    register("sequence_sum_mean", aggregation.sequence_sum_mean)

@@ -10,6 +10,7 @@ from rlplug.core.plugins import get_registry
 from rlplug.core.trainer_kinds import TrainerKind
 from rlplug.components.rewards import RewardSpec, build_reward_functions
 from rlplug.trl.guards import FiniteGuard
+from rlplug.trl.loss_types import as_trl_loss_type, check_loss_type_matches, select_algorithm
 
 
 def resolve_algorithm(
@@ -60,7 +61,7 @@ def _kl_from_trl_fields(recipe: Algorithm, overrides: dict[str, Any], kl_given: 
 
 
 def build_trainer(
-    algorithm: str | Algorithm = "grpo",
+    algorithm: str | Algorithm | None = None,
     *,
     model: Any,
     reward_funcs: list[RewardSpec] | RewardSpec | None = None,
@@ -94,10 +95,22 @@ def build_trainer(
     >>> trainer = build_trainer("dapo", model="Qwen/Qwen2.5-0.5B-Instruct",
     ...     reward_funcs=[my_reward], train_dataset=ds, advantage="group_mean",
     ...     peft_config=LoraConfig(r=16, target_modules="all-linear"))
+
+    ``algorithm=None`` takes the recipe of TRL's ``loss_type`` when given, else ``grpo``; an
+    explicit algorithm name that contradicts an explicit ``loss_type`` is refused (precedence:
+    :mod:`rlplug.trl.loss_types`).
     """
     guard = FiniteGuard(on_nonfinite)  # checks the value before anything is built
+    loss_type = config_overrides.get("loss_type")
+    if isinstance(algorithm, str) and loss_type is not None:
+        named = get_registry().get("algorithms", algorithm)
+        if trainer_kind_of(named).takes_reward_funcs:  # preference configs have a loss_type of their own
+            check_loss_type_matches(named, loss_type)
+    chosen = select_algorithm(algorithm, loss_type)
+    if algorithm is None and loss_type is not None:
+        chosen = as_trl_loss_type(get_registry().get("algorithms", chosen))
     recipe = resolve_algorithm(
-        algorithm, advantage=advantage, policy_loss=policy_loss, aggregation=aggregation, kl=kl,
+        chosen, advantage=advantage, policy_loss=policy_loss, aggregation=aggregation, kl=kl,
         component_params=component_params, preference_loss=preference_loss,
     )
     overrides = dict(config_overrides)

@@ -19,6 +19,8 @@ from rlplug.components.rollout_assembly import assemble_rollout
 from rlplug.core.resolve import OnlineComponents, resolve_online
 from rlplug.core.rollout import Rollout
 from rlplug.trl.compat import check_methods, refuse_unsupported
+from rlplug.trl.entropy import EntropyRegularization
+from rlplug.trl.loss_types import matching_loss_type, warn_on_length_weighting, warn_on_unused_sampling_level
 
 _RELIED_ON = {
     "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
@@ -38,14 +40,6 @@ _MULTIMODAL_KEYS = (
 def _refuse_unsupported_features(args: GRPOConfig) -> None:
     refuse_unsupported(
         {
-            f"loss_type={args.loss_type!r}": (
-                args.loss_type != "dapo",
-                "choose `algorithm`, or `policy_loss` and `aggregation`, instead of TRL's loss_type",
-            ),
-            f"importance_sampling_level={args.importance_sampling_level!r}": (
-                args.importance_sampling_level != "token",
-                "select `policy_loss: gspo_clip` for a sequence-level ratio",
-            ),
             f"scale_rewards={args.scale_rewards!r}": (
                 args.scale_rewards not in ("group", True),
                 "select the advantage estimator instead, e.g. `advantage: group_mean`",
@@ -53,11 +47,6 @@ def _refuse_unsupported_features(args: GRPOConfig) -> None:
             f"multi_objective_aggregation={args.multi_objective_aggregation!r}": (
                 args.multi_objective_aggregation != "sum_then_normalize",
                 "rewards are summed with their weights, then the advantage estimator runs",
-            ),
-            "top_entropy_quantile<1 (entropy mask)": (args.top_entropy_quantile < 1.0, "unset it"),
-            "entropy bonus (entropy_coef / use_adaptive_entropy)": (
-                args.entropy_coef != 0.0 or args.use_adaptive_entropy,
-                "unset it",
             ),
             "off_policy_mask_threshold": (args.off_policy_mask_threshold is not None, "unset it"),
             "vLLM importance sampling correction": (
@@ -85,6 +74,10 @@ class RLPlugGRPOTrainer(GRPOTrainer):
             raise ValueError("RLPlugGRPOTrainer needs a GRPOConfig; rlplug.build_trainer makes one")
         _refuse_unsupported_features(args)
         self.components: OnlineComponents = resolve_online(algorithm, args)
+        warn_on_length_weighting(self.components.policy_loss, self.components.aggregation)
+        warn_on_unused_sampling_level(self.components.policy_loss, args.importance_sampling_level)
+        args.loss_type = matching_loss_type(self.components.policy_loss, self.components.aggregation) or args.loss_type
+        self.entropy_regularization = EntropyRegularization(args)
         kl = algorithm.kl
         check_kl_spec(
             kl,
@@ -259,6 +252,9 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         old_logps = logps.detach() if old_logps is None else old_logps
 
         per_token_loss, loss_metrics = self.components.policy_loss(logps, old_logps, advantages, mask)
+        entropy_mask = self.entropy_regularization.token_mask(self.accelerator, entropies, mask)
+        if entropy_mask is not None:
+            per_token_loss = per_token_loss * entropy_mask
         kl = self.current_kl
         if kl.active and kl.placement == "loss":
             ref_logps = inputs["ref_per_token_logps"]
@@ -269,6 +265,7 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         training = self.model.training
         loss = self.components.aggregation(per_token_loss, mask, self._aggregation_context(inputs, training))
         mode = "train" if training else "eval"
+        loss = self.entropy_regularization.add_bonus(self, loss, entropies, mask, entropy_mask, mode)
         if self.aux_loss_enabled:
             normalizer = self.current_gradient_accumulation_steps if training else 1.0
             loss = loss + self.router_aux_loss_coef * aux_loss / normalizer

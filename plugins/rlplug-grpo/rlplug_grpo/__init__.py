@@ -1,9 +1,9 @@
-"""rlplug-grpo: GRPO, Dr.GRPO, DAPO, BNPO, GSPO and CISPO."""
+"""rlplug-grpo: GRPO, Dr.GRPO, DAPO, BNPO, GSPO, CISPO, SAPO, LUSPO, VESPO and GMPO."""
 
 from rlplug import Algorithm, KLSpec, hookimpl
 
 from rlplug_grpo.advantages import group_mean, group_norm, group_norm_process
-from rlplug_grpo.losses import cispo, gspo_clip, ppo_clip
+from rlplug_grpo.losses import cispo, gmpo, gspo_clip, ppo_clip, sapo, vespo
 
 _NO_KL_BY_DEFAULT = KLSpec(estimator="k3", placement="loss", coef=0.0)
 
@@ -20,6 +20,9 @@ def register_policy_losses(register):
     register("ppo_clip", ppo_clip)
     register("gspo_clip", gspo_clip)
     register("cispo", cispo)
+    register("sapo", sapo)
+    register("vespo", vespo)
+    register("gmpo", gmpo)
 
 
 @hookimpl
@@ -85,5 +88,47 @@ def register_algorithms(register):
             kl=_NO_KL_BY_DEFAULT,
             config_defaults={"epsilon_high": 5.0},
             description="CISPO (MiniMax-M1): clipped, detached IS weights on a REINFORCE term.",
+        )
+    )
+    register(
+        Algorithm(
+            name="sapo",
+            advantage="group_norm",
+            policy_loss="sapo",
+            aggregation="sequence_mean_token_mean",
+            kl=_NO_KL_BY_DEFAULT,
+            description="SAPO: a smooth temperature-controlled gate on the ratio instead of the hard clip.",
+        )
+    )
+    register(
+        Algorithm(
+            name="luspo",
+            advantage="group_norm",
+            policy_loss="ppo_clip",
+            aggregation="sequence_sum_mean",
+            kl=_NO_KL_BY_DEFAULT,
+            config_defaults={"importance_sampling_level": "sequence"},
+            description="LUSPO: GSPO's sequence ratio, each sequence's loss scaled by its length.",
+        )
+    )
+    register(
+        Algorithm(
+            name="vespo",
+            advantage="group_norm",
+            policy_loss="vespo",
+            aggregation="global_token_mean",
+            kl=_NO_KL_BY_DEFAULT,
+            description="VESPO: REINFORCE weighted by a Gamma-shaped function of the sequence ratio.",
+        )
+    )
+    register(
+        Algorithm(
+            name="gmpo",
+            advantage="group_norm",
+            policy_loss="gmpo",
+            aggregation="sequence_mean_token_mean",
+            kl=_NO_KL_BY_DEFAULT,
+            config_defaults={"epsilon": 0.4, "epsilon_high": 0.4},
+            description="GMPO: geometric mean of the token ratios, clipped in log space (exp(+-0.4)).",
         )
     )
