@@ -19,6 +19,8 @@ from rlplug.components.rollout_assembly import assemble_rollout
 from rlplug.core.resolve import OnlineComponents, resolve_online
 from rlplug.core.rollout import Rollout
 from rlplug.trl.compat import check_methods, refuse_unsupported
+from rlplug.trl.reward_scaling import advantage_from_trl_fields
+from rlplug.trl.sampling_corrections import apply_sampling_corrections, selected_sampling_corrections
 
 _RELIED_ON = {
     "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
@@ -46,23 +48,10 @@ def _refuse_unsupported_features(args: GRPOConfig) -> None:
                 args.importance_sampling_level != "token",
                 "select `policy_loss: gspo_clip` for a sequence-level ratio",
             ),
-            f"scale_rewards={args.scale_rewards!r}": (
-                args.scale_rewards not in ("group", True),
-                "select the advantage estimator instead, e.g. `advantage: group_mean`",
-            ),
-            f"multi_objective_aggregation={args.multi_objective_aggregation!r}": (
-                args.multi_objective_aggregation != "sum_then_normalize",
-                "rewards are summed with their weights, then the advantage estimator runs",
-            ),
             "top_entropy_quantile<1 (entropy mask)": (args.top_entropy_quantile < 1.0, "unset it"),
             "entropy bonus (entropy_coef / use_adaptive_entropy)": (
                 args.entropy_coef != 0.0 or args.use_adaptive_entropy,
                 "unset it",
-            ),
-            "off_policy_mask_threshold": (args.off_policy_mask_threshold is not None, "unset it"),
-            "vLLM importance sampling correction": (
-                args.use_vllm and args.vllm_importance_sampling_correction,
-                "set vllm_importance_sampling_correction=False",
             ),
         }
     )
@@ -84,7 +73,9 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         if args is None:
             raise ValueError("RLPlugGRPOTrainer needs a GRPOConfig; rlplug.build_trainer makes one")
         _refuse_unsupported_features(args)
+        algorithm = advantage_from_trl_fields(algorithm, args)
         self.components: OnlineComponents = resolve_online(algorithm, args)
+        self.sampling_corrections = selected_sampling_corrections(algorithm, args)
         kl = algorithm.kl
         check_kl_spec(
             kl,
@@ -259,6 +250,10 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         old_logps = logps.detach() if old_logps is None else old_logps
 
         per_token_loss, loss_metrics = self.components.policy_loss(logps, old_logps, advantages, mask)
+        per_token_loss, correction_metrics = apply_sampling_corrections(
+            self.sampling_corrections, per_token_loss, logps, old_logps, advantages, mask, inputs
+        )
+        loss_metrics = {**loss_metrics, **correction_metrics}
         kl = self.current_kl
         if kl.active and kl.placement == "loss":
             ref_logps = inputs["ref_per_token_logps"]
