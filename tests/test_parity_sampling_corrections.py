@@ -180,20 +180,25 @@ def test_off_policy_mask_bitwise_equal_to_native(tiny_model_dir, tmp_path, with_
 # ---- sampler/trainer mismatch (vLLM importance sampling) ---------------------------------
 
 MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
-# Bounds chosen so that every mode both keeps and cuts some ratios at noise 0.3.
-BOUNDS = {"vllm_importance_sampling_clip_min": 0.8, "vllm_importance_sampling_clip_max": 1.25}
+# Bounds chosen so that every mode both keeps and cuts some ratios at noise 0.3 (a sequence's
+# ratio is a product over its tokens, so its bounds are wider).
+BOUNDS = {
+    "token": {"vllm_importance_sampling_clip_min": 0.8, "vllm_importance_sampling_clip_max": 1.25},
+    "sequence": {"vllm_importance_sampling_clip_min": 0.5, "vllm_importance_sampling_clip_max": 2.0},
+}
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_sampler_importance_weights_bitwise_equal_to_native(tiny_model_dir, tmp_path, mode):
-    fields = {"vllm_importance_sampling_mode": mode, **BOUNDS}
+    bounds = BOUNDS[mode.split("_")[0]]
+    fields = {"vllm_importance_sampling_mode": mode, **bounds}
     native = native_run(tiny_model_dir, tmp_path, 0.3, **fields)
     ours = rlplug_run(tiny_model_dir, tmp_path, 0.3, ("sampler_importance_weights",), **fields)
     assert_bitwise(native, ours)
 
     ratio = native[2]["importance_sampling_ratio"]
-    cut = (ratio == 0) if mode.endswith("mask") else (ratio == BOUNDS["vllm_importance_sampling_clip_max"])
-    cut = cut | (ratio == BOUNDS["vllm_importance_sampling_clip_min"])
+    cut = (ratio == 0) if mode.endswith("mask") else (ratio == bounds["vllm_importance_sampling_clip_max"])
+    cut = cut | (ratio == bounds["vllm_importance_sampling_clip_min"])
     assert bool(cut.any()) and bool((~cut & (ratio != 1)).any()), "the bounds must both cut and keep ratios"
     # Negative controls: no correction, and the other mode of the same level.
     assert differs(native, rlplug_run(tiny_model_dir, tmp_path, 0.3, **fields))

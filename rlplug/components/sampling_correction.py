@@ -22,7 +22,7 @@ def off_policy_sequence_mask(
     sampling_logps: torch.Tensor | None,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    off_policy_mask_threshold: float = 0.5,
+    off_policy_mask_threshold: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Off-policy sequence masking: drop negative-advantage sequences that drifted too far.
 
@@ -31,8 +31,10 @@ def off_policy_sequence_mask(
     (arXiv:2512.02556), Eq. 9. The sampler's log-probs are the
     inference engine's when given, else the policy's at generation time (``old_logps``).
     Tokens whose sampling log-prob is NaN add 0 to the sum. Returns a (B, 1) 0/1 mask.
-    Matches TRL's ``off_policy_mask_threshold`` bitwise.
+    Matches TRL's ``off_policy_mask_threshold`` bitwise (its delta, e.g. 0.5).
     """
+    if off_policy_mask_threshold is None:
+        raise ValueError("off_policy_sequence_mask needs off_policy_mask_threshold (TRL's field, or its component params)")
     reference = old_logps if sampling_logps is None else sampling_logps
     divergence = torch.nan_to_num(reference - logps.detach(), nan=0.0)
     mean_divergence = (divergence * mask).sum(dim=1, keepdim=True) / mask.sum(dim=1, keepdim=True).clamp(min=1.0)

@@ -67,6 +67,20 @@ class DynamicSamplingSpec:
             )
 
 
+def dynamic_sampling_spec(value: "bool | dict[str, Any] | DynamicSamplingSpec | None") -> DynamicSamplingSpec | None:
+    """``dynamic_sampling`` as given in a config: true/false, a mapping of its fields, or a spec."""
+    if value is None or value is False or isinstance(value, DynamicSamplingSpec):
+        return value or None
+    if value is True:
+        return DynamicSamplingSpec()
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"max_generation_rounds"})
+        if unknown:
+            raise ValueError(f"dynamic_sampling has unknown key(s) {', '.join(unknown)}; allowed: max_generation_rounds")
+        return DynamicSamplingSpec(**value)
+    raise ValueError(f"dynamic_sampling must be true, false or {{max_generation_rounds: N}}; got {value!r}")
+
+
 @dataclass(frozen=True)
 class Algorithm:
     """A named recipe: trainer kind, component names and default parameters.

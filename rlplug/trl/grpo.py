@@ -19,6 +19,7 @@ from rlplug.components.rollout_assembly import assemble_rollout
 from rlplug.core.resolve import OnlineComponents, resolve_online
 from rlplug.core.rollout import Rollout
 from rlplug.trl.compat import check_methods, refuse_unsupported
+from rlplug.trl.dynamic_sampling import build_dynamic_sampler, generate_with_dynamic_sampling
 from rlplug.trl.reward_scaling import advantage_from_trl_fields
 from rlplug.trl.sampling_corrections import apply_sampling_corrections, selected_sampling_corrections
 
@@ -92,6 +93,7 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         self._gathered_rewards_per_func: torch.Tensor | None = None
         reward_funcs = wrap_reward_functions(reward_funcs)  # per-step rewards: TRL sees their sum
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        self.dynamic_sampler = build_dynamic_sampler(self, algorithm.dynamic_sampling, super()._generate_and_score_completions)
 
     @property
     def current_kl(self):
@@ -107,7 +109,10 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        if self.dynamic_sampler is not None and self.model.training:
+            output = generate_with_dynamic_sampling(self, inputs)
+        else:
+            output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         rollout = self._build_rollout(output, mode)
         advantages = self.components.advantage(rollout)
