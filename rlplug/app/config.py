@@ -131,7 +131,7 @@ class RLPlugArguments:
     sampling_corrections: list | str | None = field(
         default=None, metadata={"help": "sampling corrections by name, added to the recipe's, e.g. off_policy_sequence_mask"}
     )
-    dynamic_sampling: bool | dict | str | None = field(
+    dynamic_sampling: dict | str | None = field(
         default=None,
         metadata={"help": "DAPO dynamic sampling: true, or '{max_generation_rounds: 4}' (drop equal-reward groups, refill)"},
     )
