@@ -24,10 +24,8 @@ def build(model_dir, tmp_path, algorithm="grpo", **overrides):
     [
         ({"top_entropy_quantile": 0.5}, "entropy mask"),
         ({"entropy_coef": 0.01}, "entropy bonus"),
-        ({"off_policy_mask_threshold": 0.5}, "off_policy_mask_threshold"),
         ({"loss_type": "sapo"}, "loss_type='sapo'"),
         ({"importance_sampling_level": "sequence"}, "gspo_clip"),
-        ({"scale_rewards": "batch"}, "scale_rewards='batch'"),
     ],
 )
 def test_unsupported_trl_features_are_refused_at_construction(tiny_model_dir, tmp_path, overrides, named):

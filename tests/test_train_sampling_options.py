@@ -39,13 +39,13 @@ def test_reward_scaling_contradicting_the_recipe_is_refused(tmp_path, capsys):
 
 
 def test_dynamic_sampling_learns_on_the_embedded_task(tmp_path):
-    """A shorter learning check than the full demo (see README): 60 DAPO steps with dynamic sampling.
+    """A shorter learning check than the full demo (see README): 120 DAPO steps with dynamic sampling.
 
     The gain threshold is the issue's (held-out greedy accuracy up by >= 0.15); every logged
     step must have spent generations on the filter (> group size per kept group means some
     groups were dropped and refilled) and never hit the cap.
     """
-    summary, history = run(tmp_path, "--algorithm", "dapo", "--dynamic_sampling", "true", "--max_steps", "60")
+    summary, history = run(tmp_path, "--algorithm", "dapo", "--dynamic_sampling", "true", "--max_steps", "120")
     assert summary["components"]["dynamic_sampling"] == {"max_generation_rounds": 4}
     assert summary["eval_after"] - summary["eval_before"] >= 0.15, summary
     logged = [row for row in history if "dynamic_sampling/rounds" in row]
