@@ -118,7 +118,9 @@ def build_dynamic_sampler(
     def generate_outcome_only(batch: list) -> dict[str, Any]:
         output = generate_and_score(batch)
         if trainer._gathered_step_rewards(output) is not None:
-            raise ValueError("dynamic_sampling filters groups on outcome rewards; per-step (process) rewards are not supported with it")
+            raise ValueError(
+                "dynamic_sampling filters groups on outcome rewards; per-step (process) rewards are not supported with it"
+            )
         return output
 
     def outcome_rewards() -> tuple[torch.Tensor, torch.Tensor]:

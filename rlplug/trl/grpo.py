@@ -93,7 +93,9 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         self._gathered_rewards_per_func: torch.Tensor | None = None
         reward_funcs = wrap_reward_functions(reward_funcs)  # per-step rewards: TRL sees their sum
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
-        self.dynamic_sampler = build_dynamic_sampler(self, algorithm.dynamic_sampling, super()._generate_and_score_completions)
+        self.dynamic_sampler = build_dynamic_sampler(
+            self, algorithm.dynamic_sampling, super()._generate_and_score_completions
+        )
 
     @property
     def current_kl(self):
