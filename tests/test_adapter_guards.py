@@ -19,18 +19,6 @@ def build(model_dir, tmp_path, algorithm="grpo", **overrides):
                          train_dataset=train_dataset(), output_dir=str(tmp_path), **{**BASE, **overrides})
 
 
-@pytest.mark.parametrize(
-    "overrides, named",
-    [
-        ({"off_policy_mask_threshold": 0.5}, "off_policy_mask_threshold"),
-        ({"scale_rewards": "batch"}, "scale_rewards='batch'"),
-    ],
-)
-def test_unsupported_trl_features_are_refused_at_construction(tiny_model_dir, tmp_path, overrides, named):
-    with pytest.raises(NotImplementedError, match=named.replace("(", r"\(").replace(")", r"\)")):
-        build(tiny_model_dir, tmp_path, **overrides)
-
-
 def test_supported_configuration_builds(tiny_model_dir, tmp_path):
     trainer = build(tiny_model_dir, tmp_path)
     assert trainer.components.policy_loss.name == "ppo_clip"

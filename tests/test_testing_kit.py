@@ -2,6 +2,7 @@
 temporary registration, recorders and the pytest plugin."""
 
 from importlib.metadata import entry_points
+from dataclasses import replace
 
 import pytest
 import torch
@@ -400,10 +401,16 @@ def outcome_as_last_step(rollout):
                              token_rewards=token_rewards, step_mask=last)
 
 
+def one_reward_function(rollout):
+    """The outcome reward as the only column of rewards_per_func, weight 1 (what GDPO reads)."""
+    return replace(rollout, rewards_per_func=rollout.rewards.unsqueeze(1), reward_weights=torch.ones(1))
+
+
 # What a component legitimately differs in; anything else must pass the defaults.
 CHECK_OPTIONS = {
     ("advantage_estimators", "reinforce"): {"shift_invariant": False},  # no baseline, by definition
     ("advantage_estimators", "group_norm_process"): {"prepare": outcome_as_last_step},  # reads step rewards
+    ("advantage_estimators", "gdpo"): {"prepare": one_reward_function},  # reads per-function rewards
     ("policy_losses", "sequence_ratio_clip"): {"token_advantages": False},  # one advantage per sequence
     ("policy_losses", "kl_cov"): {"zero_advantage_zero_gradient": False},  # carries its own |log ratio| penalty
 }

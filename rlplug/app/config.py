@@ -128,6 +128,13 @@ class RLPlugArguments:
     component_params: dict | str | None = field(
         default=None, metadata={"help": "keyword params per component slot, e.g. '{advantage: {std_epsilon: 1e-6}}'"}
     )
+    sampling_corrections: list | str | None = field(
+        default=None, metadata={"help": "sampling corrections by name, added to the recipe's, e.g. off_policy_sequence_mask"}
+    )
+    dynamic_sampling: dict | str | None = field(
+        default=None,
+        metadata={"help": "DAPO dynamic sampling: true, or '{max_generation_rounds: 4}' (drop equal-reward groups, refill)"},
+    )
     torch_threads: int | None = field(
         default=None, metadata={"help": "torch.set_num_threads; fix it (with the seed) for reproducible CPU runs"}
     )
@@ -143,6 +150,9 @@ class RLPlugArguments:
         if params is not None and not (isinstance(params, dict) and all(isinstance(v, dict) for v in params.values())):
             raise ConfigError(f"component_params must map a slot name to a mapping of params; got {params!r}")
         self.component_params = params
+        corrections = parse_structured("sampling_corrections", self.sampling_corrections)
+        self.sampling_corrections = [corrections] if isinstance(corrections, str) else corrections
+        self.dynamic_sampling = parse_structured("dynamic_sampling", self.dynamic_sampling)
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ConfigError(f"torch_threads must be >= 1; got {self.torch_threads}")
 
@@ -392,6 +402,7 @@ def parse_train_args(argv: list[str]) -> TrainSettings:
     recipe = resolve_algorithm(
         recipe, advantage=rlplug_args.advantage, policy_loss=rlplug_args.policy_loss,
         aggregation=rlplug_args.aggregation, kl=rlplug_args.kl, component_params=rlplug_args.component_params,
+        sampling_corrections=rlplug_args.sampling_corrections, dynamic_sampling=rlplug_args.dynamic_sampling,
     )
     return TrainSettings(
         rlplug=rlplug_args, model=model_args, data=data_args, recipe=recipe,

@@ -197,8 +197,12 @@ def execute(run: PreparedRun, started: float) -> dict[str, Any]:
         "dataset": run.dataset_label,
         "seed": trainer.args.seed,
         "components": {
-            "advantage": recipe.advantage, "policy_loss": recipe.policy_loss, "aggregation": recipe.aggregation,
-            # The loss that ran: TRL's loss_type may have picked another than the recipe's.
+            # The components in use: TRL's fields (scale_rewards, multi_objective_aggregation, loss_type) may
+            # have replaced the recipe's.
+            "advantage": getattr(getattr(getattr(trainer, "components", None), "advantage", None), "name", recipe.advantage),
+            "policy_loss": recipe.policy_loss, "aggregation": recipe.aggregation,
+            "sampling_corrections": [c.name for c in getattr(trainer, "sampling_corrections", [])],
+            "dynamic_sampling": None if recipe.dynamic_sampling is None else vars(recipe.dynamic_sampling),
             "preference_loss": getattr(getattr(trainer, "components", None), "algorithm", recipe).preference_loss,
             "kl": {"estimator": recipe.kl.estimator, "placement": recipe.kl.placement,
                    "coef": getattr(trainer, "current_kl", recipe.kl).coef},

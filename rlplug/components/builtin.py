@@ -1,6 +1,6 @@
-"""The built-in plugin: the shared components rlplug ships (KL estimators, aggregations)."""
+"""The built-in plugin: the shared components rlplug ships (KL estimators, aggregations, sampling corrections)."""
 
-from rlplug.components import aggregation, kl
+from rlplug.components import aggregation, kl, sampling_correction
 from rlplug.core.hookspecs import hookimpl
 
 
@@ -20,3 +20,9 @@ def register_loss_aggregations(register):
     register("constant_normalizer", aggregation.constant_normalizer)
     register("global_token_mean", aggregation.global_token_mean)
     register("sequence_sum_mean", aggregation.sequence_sum_mean)
+
+
+@hookimpl
+def register_sampling_corrections(register):
+    register("off_policy_sequence_mask", sampling_correction.off_policy_sequence_mask)
+    register("sampler_importance_weights", sampling_correction.sampler_importance_weights)

@@ -42,4 +42,5 @@ def assemble_rollout(
         completion_mask=completion_mask,
         token_rewards=token_rewards,
         step_mask=None if steps is None else steps.step_mask,
+        reward_weights=reward_weights.to(rewards_per_func.device),
     )

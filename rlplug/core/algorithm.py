@@ -48,6 +48,40 @@ class KLSpec:
 
 
 @dataclass(frozen=True)
+class DynamicSamplingSpec:
+    """DAPO's dynamic sampling (Yu et al. 2025, arXiv:2503.14476, §3.2).
+
+    Groups whose outcome rewards are all equal carry no group-relative signal; they are
+    dropped and the batch is refilled by generating for more prompts, at most
+    ``max_generation_rounds`` generation rounds per batch (the first included). When the
+    cap is hit, the batch is completed with dropped groups (zero advantage under a group
+    baseline) and the shortfall is logged, so the batch size never changes.
+    """
+
+    max_generation_rounds: int = 4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_generation_rounds, int) or self.max_generation_rounds < 1:
+            raise ValueError(
+                f"dynamic_sampling.max_generation_rounds must be an integer >= 1; got {self.max_generation_rounds!r}"
+            )
+
+
+def dynamic_sampling_spec(value: "bool | dict[str, Any] | DynamicSamplingSpec | None") -> DynamicSamplingSpec | None:
+    """``dynamic_sampling`` as given in a config: true/false, a mapping of its fields, or a spec."""
+    if value is None or value is False or isinstance(value, DynamicSamplingSpec):
+        return value or None
+    if value is True:
+        return DynamicSamplingSpec()
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"max_generation_rounds"})
+        if unknown:
+            raise ValueError(f"dynamic_sampling has unknown key(s) {', '.join(unknown)}; allowed: max_generation_rounds")
+        return DynamicSamplingSpec(**value)
+    raise ValueError(f"dynamic_sampling must be true, false or {{max_generation_rounds: N}}; got {value!r}")
+
+
+@dataclass(frozen=True)
 class Algorithm:
     """A named recipe: trainer kind, component names and default parameters.
 
@@ -60,7 +94,11 @@ class Algorithm:
       (``rlplug train`` with no model), above ``config_defaults``, e.g. DPO's larger beta there.
     - ``value_loss``: the critic's loss (trainer kinds with a critic, e.g. ``ppo``).
     - ``component_params``: per component slot (``"advantage"``, ``"policy_loss"``, ...),
-      keyword arguments for that component.
+      keyword arguments for that component; a sampling correction's params go under its name.
+    - ``sampling_corrections``: names of sampling corrections whose weights multiply the
+      per-token policy loss (TRL's ``off_policy_mask_threshold`` and vLLM correction add theirs).
+    - ``dynamic_sampling``: DAPO's dynamic sampling (drop groups whose rewards are all equal,
+      refill by generating more), or ``None``.
     """
 
     name: str
@@ -75,6 +113,8 @@ class Algorithm:
     component_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     embedded_defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    sampling_corrections: tuple[str, ...] = ()
+    dynamic_sampling: DynamicSamplingSpec | None = None
 
     def with_overrides(self, **overrides: Any) -> "Algorithm":
         """A copy with some component names, the KL spec or params replaced (None keeps)."""

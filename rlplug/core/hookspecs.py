@@ -51,6 +51,13 @@ class LossAggregation(Protocol):
     def __call__(self, per_token_loss: Tensor, mask: Tensor, ctx: AggregationContext, /, **params: Any) -> Tensor: ...
 
 
+class SamplingCorrection(Protocol):
+    def __call__(
+        self, logps: Tensor, old_logps: Tensor, sampling_logps: Tensor | None, advantages: Tensor, mask: Tensor, /,
+        **params: Any,
+    ) -> tuple[Tensor, dict[str, Tensor]]: ...
+
+
 class PreferenceLoss(Protocol):
     def __call__(self, batch: PreferenceBatch, /, **params: Any) -> tuple[Tensor, dict[str, Tensor]]: ...
 
@@ -149,6 +156,20 @@ def register_loss_aggregations(register: Register[LossAggregation]) -> None:
     ``fn(per_token_loss: Tensor, mask: Tensor (B,T), ctx: rlplug.AggregationContext)
     -> scalar Tensor``. The result is what ``backward()`` is called on, so it already
     carries the division by the gradient-accumulation steps (``ctx``).
+    """
+
+
+@component_kind("sampling correction", data_arguments=5)
+def register_sampling_corrections(register: Register[SamplingCorrection]) -> None:
+    """Register sampling corrections: ``register(name, fn)``.
+
+    ``fn(logps, old_logps, sampling_logps, advantages, mask, **params) -> (weights, metrics)``.
+    ``logps`` (B,T) are the current policy's, ``old_logps`` (B,T) the policy's at generation
+    time, ``sampling_logps`` (B,T) the sampler's (an inference engine such as vLLM) or
+    ``None`` when the trainer sampled itself; ``advantages`` is (B,1) or (B,T), ``mask`` (B,T).
+    ``weights`` is a detached (B,T) or (B,1) tensor that multiplies the policy loss per token
+    (0 drops a token, a ratio reweights it), before the KL term and the aggregation.
+    ``metrics`` is reduced like a policy loss's. Several corrections multiply.
     """
 
 

@@ -23,6 +23,8 @@ class Rollout:
       (process) reward, held in ``token_rewards``. A completion scored only by steps has
       outcome reward 0 (NaN still means unscorable); see ``rlplug.components.process_rewards``.
     - ``logps``, ``old_logps``, ``ref_logps``, ``values`` (B, T), optional.
+    - ``reward_weights`` (F,), optional: each reward function's weight in ``rewards``, for
+      estimators that normalize each function before summing (GDPO).
     """
 
     rewards: torch.Tensor
@@ -35,6 +37,7 @@ class Rollout:
     ref_logps: torch.Tensor | None = None
     values: torch.Tensor | None = None
     step_mask: torch.Tensor | None = None
+    reward_weights: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         batch = self.rewards.shape[0]

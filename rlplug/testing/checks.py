@@ -85,7 +85,8 @@ def _rows_of(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 def _permute(rollout: Rollout, order: list[int]) -> Rollout:
     index = torch.tensor(order)
-    changes = {f.name: getattr(rollout, f.name)[index] for f in fields(rollout) if getattr(rollout, f.name) is not None}
+    per_completion = [f.name for f in fields(rollout) if f.name != "reward_weights" and getattr(rollout, f.name) is not None]
+    changes = {name: getattr(rollout, name)[index] for name in per_completion}
     return replace(rollout, **changes)
 
 

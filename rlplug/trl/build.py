@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from rlplug.core.algorithm import Algorithm, KLSpec
+from rlplug.core.algorithm import Algorithm, KLSpec, dynamic_sampling_spec
 from rlplug.core.plugins import get_registry
 from rlplug.core.trainer_kinds import TrainerKind
 from rlplug.components.rewards import RewardSpec, build_reward_functions
@@ -22,17 +22,22 @@ def resolve_algorithm(
     kl: KLSpec | dict[str, Any] | None = None,
     component_params: dict[str, dict[str, Any]] | None = None,
     preference_loss: str | None = None,
+    sampling_corrections: list[str] | tuple[str, ...] | None = None,
+    dynamic_sampling: Any = None,
 ) -> Algorithm:
-    """The recipe by name (or as given), with component names, KL spec and params overridden."""
+    """The recipe by name (or as given), with component names, KL spec, params, sampling
+    corrections (added to the recipe's) and dynamic sampling overridden."""
     recipe = get_registry().get("algorithms", algorithm) if isinstance(algorithm, str) else algorithm
     if isinstance(kl, dict):
         kl = replace(recipe.kl, **kl)
     params = {slot: dict(values) for slot, values in recipe.component_params.items()}
     for slot, values in (component_params or {}).items():
         params.setdefault(slot, {}).update(values)
+    corrections = tuple(dict.fromkeys((*recipe.sampling_corrections, *(sampling_corrections or ())))) or None
     return recipe.with_overrides(
         advantage=advantage, policy_loss=policy_loss, aggregation=aggregation, kl=kl, component_params=params,
-        preference_loss=preference_loss,
+        preference_loss=preference_loss, sampling_corrections=corrections,
+        dynamic_sampling=dynamic_sampling_spec(dynamic_sampling),
     )
 
 
@@ -75,6 +80,8 @@ def build_trainer(
     preference_loss: str | None = None,
     kl: KLSpec | dict[str, Any] | None = None,
     component_params: dict[str, dict[str, Any]] | None = None,
+    sampling_corrections: list[str] | None = None,
+    dynamic_sampling: Any = None,
     callbacks: list[Any] | None = None,
     on_nonfinite: str = "error",
     trainer_inputs: dict[str, Any] | None = None,
@@ -112,6 +119,7 @@ def build_trainer(
     recipe = resolve_algorithm(
         chosen, advantage=advantage, policy_loss=policy_loss, aggregation=aggregation, kl=kl,
         component_params=component_params, preference_loss=preference_loss,
+        sampling_corrections=sampling_corrections, dynamic_sampling=dynamic_sampling,
     )
     overrides = dict(config_overrides)
     kind = trainer_kind_of(recipe)

@@ -18,9 +18,12 @@ from rlplug.components.process_rewards import StepRewards, collect_step_rewards,
 from rlplug.components.rollout_assembly import assemble_rollout
 from rlplug.core.resolve import OnlineComponents, resolve_online
 from rlplug.core.rollout import Rollout
-from rlplug.trl.compat import check_methods, refuse_unsupported
+from rlplug.trl.compat import check_methods
 from rlplug.trl.entropy import EntropyRegularization
 from rlplug.trl.loss_types import matching_loss_type, warn_on_length_weighting, warn_on_unused_sampling_level
+from rlplug.trl.dynamic_sampling import build_dynamic_sampler, generate_with_dynamic_sampling
+from rlplug.trl.reward_scaling import advantage_from_trl_fields
+from rlplug.trl.sampling_corrections import apply_sampling_corrections, selected_sampling_corrections
 
 _RELIED_ON = {
     "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
@@ -36,25 +39,6 @@ _MULTIMODAL_KEYS = (
     "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
 )
 
-
-def _refuse_unsupported_features(args: GRPOConfig) -> None:
-    refuse_unsupported(
-        {
-            f"scale_rewards={args.scale_rewards!r}": (
-                args.scale_rewards not in ("group", True),
-                "select the advantage estimator instead, e.g. `advantage: group_mean`",
-            ),
-            f"multi_objective_aggregation={args.multi_objective_aggregation!r}": (
-                args.multi_objective_aggregation != "sum_then_normalize",
-                "rewards are summed with their weights, then the advantage estimator runs",
-            ),
-            "off_policy_mask_threshold": (args.off_policy_mask_threshold is not None, "unset it"),
-            "vLLM importance sampling correction": (
-                args.use_vllm and args.vllm_importance_sampling_correction,
-                "set vllm_importance_sampling_correction=False",
-            ),
-        }
-    )
 
 
 class RLPlugGRPOTrainer(GRPOTrainer):
@@ -72,12 +56,13 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         check_methods(GRPOTrainer, _RELIED_ON)
         if args is None:
             raise ValueError("RLPlugGRPOTrainer needs a GRPOConfig; rlplug.build_trainer makes one")
-        _refuse_unsupported_features(args)
+        algorithm = advantage_from_trl_fields(algorithm, args)
         self.components: OnlineComponents = resolve_online(algorithm, args)
         warn_on_length_weighting(self.components.policy_loss, self.components.aggregation)
         warn_on_unused_sampling_level(self.components.policy_loss, args.importance_sampling_level)
         args.loss_type = matching_loss_type(self.components.policy_loss, self.components.aggregation) or args.loss_type
         self.entropy_regularization = EntropyRegularization(args)
+        self.sampling_corrections = selected_sampling_corrections(algorithm, args)
         kl = algorithm.kl
         check_kl_spec(
             kl,
@@ -94,6 +79,9 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         self._gathered_rewards_per_func: torch.Tensor | None = None
         reward_funcs = wrap_reward_functions(reward_funcs)  # per-step rewards: TRL sees their sum
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        self.dynamic_sampler = build_dynamic_sampler(
+            self, algorithm.dynamic_sampling, super()._generate_and_score_completions
+        )
 
     @property
     def current_kl(self):
@@ -109,7 +97,10 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        if self.dynamic_sampler is not None and self.model.training:
+            output = generate_with_dynamic_sampling(self, inputs)
+        else:
+            output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         rollout = self._build_rollout(output, mode)
         advantages = self.components.advantage(rollout)
@@ -255,6 +246,10 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         entropy_mask = self.entropy_regularization.token_mask(self.accelerator, entropies, mask)
         if entropy_mask is not None:
             per_token_loss = per_token_loss * entropy_mask
+        per_token_loss, correction_metrics = apply_sampling_corrections(
+            self.sampling_corrections, per_token_loss, logps, old_logps, advantages, mask, inputs
+        )
+        loss_metrics = {**loss_metrics, **correction_metrics}
         kl = self.current_kl
         if kl.active and kl.placement == "loss":
             ref_logps = inputs["ref_per_token_logps"]

@@ -2,7 +2,7 @@
 
 from rlplug import Algorithm, KLSpec, hookimpl
 
-from rlplug_grpo.advantages import group_mean, group_norm, group_norm_process
+from rlplug_grpo.advantages import gdpo, group_mean, group_mean_batch_std, group_norm, group_norm_process
 from rlplug_grpo.losses import cispo, gmpo, gspo_clip, ppo_clip, sapo, vespo
 
 _NO_KL_BY_DEFAULT = KLSpec(estimator="k3", placement="loss", coef=0.0)
@@ -13,6 +13,8 @@ def register_advantage_estimators(register):
     register("group_norm", group_norm)
     register("group_mean", group_mean)
     register("group_norm_process", group_norm_process)
+    register("group_mean_batch_std", group_mean_batch_std)
+    register("gdpo", gdpo)
 
 
 @hookimpl

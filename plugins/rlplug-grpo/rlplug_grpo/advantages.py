@@ -6,7 +6,7 @@ import torch
 
 from rlplug import Rollout, group_mean, nanstd, reverse_cumsum
 
-__all__ = ["group_mean", "group_norm", "group_norm_process"]
+__all__ = ["gdpo", "group_mean", "group_mean_batch_std", "group_norm", "group_norm_process"]
 
 
 def group_norm(rollout: Rollout, std_epsilon: float = 1e-4) -> torch.Tensor:
@@ -71,3 +71,44 @@ def group_norm_process(rollout: Rollout, std_epsilon: float = 1e-4) -> torch.Ten
     normalized = (rewards - mean) / (std + std_epsilon) * steps
     advantages = reverse_cumsum(normalized)
     return rollout.ungrouped(advantages) * mask
+
+
+def group_mean_batch_std(rollout: Rollout, std_epsilon: float = 1e-4) -> torch.Tensor:
+    """Group baseline, batch scale: A_i = (R_i - mean_g(R)) / (std_batch(R) + eps).
+
+    The mean runs over the completions of the same prompt, the (Bessel-corrected) std over
+    the whole batch, so easy prompts (small group std) are not up-weighted. Liu et al. 2025,
+    "Tricks or Traps? A Deep Dive into RL for LLM Reasoning" (Lite PPO, arXiv:2508.08221);
+    Hu et al. 2025, REINFORCE++. NaN-aware; unscorable completions get 0. Matches TRL's
+    ``scale_rewards="batch"`` bitwise.
+    """
+    rewards = rollout.sequence_rewards()
+    mean = torch.nanmean(rollout.grouped(rewards), dim=1, keepdim=True)
+    centered = rollout.ungrouped(rollout.grouped(rewards) - mean)
+    std = nanstd(rewards) if rewards.numel() > 1 else torch.zeros((), dtype=rewards.dtype, device=rewards.device)
+    return torch.nan_to_num(centered / (std + std_epsilon), nan=0.0)
+
+
+def gdpo(rollout: Rollout, std_epsilon: float = 1e-4) -> torch.Tensor:
+    """GDPO: normalize each reward function within the group, sum with weights, normalize over the batch.
+
+    r~_ik = (r_ik - mean_g(r_k)) / (std_g(r_k) + eps); S_i = sum_k w_k r~_ik;
+    A_i = (S_i - mean_batch(S)) / (std_batch(S) + eps). "GDPO: Group reward-Decoupled
+    Normalization Policy Optimization for Multi-reward RL Optimization" (arXiv:2601.05242).
+    Each function's scale stops mattering, so one reward cannot drown the others. NaN
+    rewards stay out of the statistics; a completion no function scored gets 0. Matches
+    TRL's ``multi_objective_aggregation="normalize_then_sum"`` bitwise. Needs the rollout's
+    ``rewards_per_func`` and ``reward_weights``; per-token rewards are refused.
+    """
+    if rollout.rewards_per_func is None or rollout.reward_weights is None:
+        raise ValueError("gdpo needs the rollout's rewards_per_func and reward_weights (one column per reward function)")
+    if rollout.token_rewards is not None:
+        raise ValueError("gdpo normalizes outcome rewards per function; it takes no per-token rewards (put the KL in the loss)")
+    grouped = rollout.grouped(rollout.rewards_per_func)
+    mean = torch.nanmean(grouped, dim=1, keepdim=True)
+    std = nanstd(grouped, dim=1).unsqueeze(1) if grouped.shape[1] > 1 else torch.zeros_like(mean)
+    normalized = rollout.ungrouped((grouped - mean) / (std + std_epsilon))
+    summed = (normalized * rollout.reward_weights.unsqueeze(0)).nansum(dim=1)
+    summed[torch.isnan(rollout.rewards_per_func).all(dim=1)] = torch.nan
+    summed_std = nanstd(summed) if summed.numel() > 1 else torch.zeros((), dtype=summed.dtype, device=summed.device)
+    return torch.nan_to_num((summed - torch.nanmean(summed)) / (summed_std + std_epsilon), nan=0.0)
