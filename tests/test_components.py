@@ -49,9 +49,11 @@ def test_aggregations_exact(name, ctx, expected):
 
 def test_aggregations_differ_so_a_wrong_one_is_visible():
     ctx = AggregationContext(max_completion_length=3, num_items_in_batch=torch.tensor(10.0))
-    values = {name: component("loss_aggregations", name)(LOSS, MASK, ctx).item()
+    # On a per-token loss and on a per-sequence loss (B, 1): sequence_mean and sequence_sum_mean
+    # agree on the first and differ on the second (LUSPO weights a sequence loss by its length).
+    values = {name: tuple(component("loss_aggregations", name)(loss, MASK, ctx).item() for loss in (LOSS, LOSS[:, :1]))
               for name in get_registry().names("loss_aggregations")}
-    assert len(set(values.values())) == len(values)
+    assert len(set(values.values())) == len(values), values
 
 
 def test_kl_estimators_exact():

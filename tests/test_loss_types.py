@@ -8,12 +8,10 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from trl import GRPOConfig
 
 from rlplug import build_trainer, get_registry
 from rlplug.app.config import ConfigError, parse_train_args
 from rlplug.demo.arithmetic import train_dataset
-from rlplug.trl.grpo import _refuse_unsupported_features
 from rlplug.trl.loss_types import LOSS_TYPES, check_loss_type_matches, select_algorithm
 
 BASE = dict(per_device_train_batch_size=4, num_generations=4, max_completion_length=2, bf16=False,
@@ -62,11 +60,11 @@ def test_trl_fields_alone_select_the_components(tiny_model_dir, tmp_path):
         build(tiny_model_dir, tmp_path, "grpo", loss_type="vespo")
 
 
-def test_loss_type_and_entropy_fields_are_not_refused():
-    _refuse_unsupported_features(GRPOConfig(
-        output_dir="unused", loss_type="sapo", importance_sampling_level="sequence", entropy_coef=0.01,
-        use_adaptive_entropy=True, top_entropy_quantile=0.2, report_to="none", use_cpu=True, bf16=False,
-    ))
+def test_loss_type_and_entropy_fields_build_the_matching_trainer(tiny_model_dir, tmp_path):
+    trainer = build(tiny_model_dir, tmp_path, loss_type="sapo", importance_sampling_level="sequence",
+                    entropy_coef=0.01, use_adaptive_entropy=True, top_entropy_quantile=0.2)
+    assert trainer.components.policy_loss.name == "sapo"
+    assert trainer.components.policy_loss.params["importance_sampling_level"] == "sequence"
 
 
 def test_sequence_ratio_with_a_token_summing_aggregation_warns_as_trl(tiny_model_dir, tmp_path):
