@@ -26,7 +26,9 @@ import torch
 from rlplug import get_registry
 
 sys.path.insert(0, str(Path(__file__).parent / "scripts"))
-from aggregation_split import SPLITS, B, Split, fabricated_batch, initial_theta, per_token_loss, rows, step_gradient  # noqa: E402
+from aggregation_split import (  # noqa: E402
+    SPLITS, B, Split, fabricated_batch, initial_theta, per_token_loss, rows, step_gradient,
+)
 
 REFERENCE_SPLIT = Split(1, 1, B)
 
