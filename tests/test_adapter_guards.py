@@ -39,15 +39,25 @@ def test_unknown_component_param_is_named(tiny_model_dir, tmp_path):
                       output_dir=str(tmp_path), **BASE)
 
 
-def test_k1_in_the_loss_is_refused_before_any_model_loads(tmp_path):
-    with pytest.raises(KLConfigError, match="k1 in the loss"):
-        build_trainer("grpo", model="/nonexistent", kl={"estimator": "k1", "placement": "loss", "coef": 0.1},
-                      output_dir=str(tmp_path), **BASE)
+def test_k1_in_the_loss_without_ratio_is_refused_before_any_model_loads(tmp_path):
+    """The spec refused here is the one tests/test_kl_gradients.py shows has zero expected gradient."""
+    kl = {"estimator": "k1", "placement": "loss", "coef": 0.1, "importance_ratio": False}
+    with pytest.raises(KLConfigError, match="k1 in the loss without the importance ratio"):
+        build_trainer("grpo", model="/nonexistent", kl=kl, output_dir=str(tmp_path), **BASE)
+
+
+def test_k1_in_the_loss_with_ratio_builds_quietly(tiny_model_dir, tmp_path, recwarn):
+    """Negative control for the refusal: k1 x pi/pi_old in the loss is exact (tests/test_kl_gradients.py)."""
+    trainer = build(tiny_model_dir, tmp_path, kl={"estimator": "k1", "placement": "loss", "coef": 0.1})
+    assert trainer.components.kl.importance_ratio and trainer.components.kl.future_kl_correction
+    assert not [w for w in recwarn if "kl:" in str(w.message)]
 
 
 def test_trl_beta_sets_the_kl_coefficient_and_both_is_an_error(tiny_model_dir, tmp_path):
-    trainer = build(tiny_model_dir, tmp_path, beta=0.04)
+    with pytest.warns(UserWarning, match="exact per token but biased for whole sequences"):
+        trainer = build(tiny_model_dir, tmp_path, beta=0.04)
     assert trainer.components.kl.coef == 0.04 and trainer.beta == 0.04
+    assert not trainer.components.kl.future_kl_correction  # TRL's own per-token k3 term, for parity
     with pytest.raises(ValueError, match="give the KL coefficient once"):
         build(tiny_model_dir, tmp_path, beta=0.04, kl={"coef": 0.1})
 

@@ -74,6 +74,7 @@ UNBIASED = [
     KLSpec("k2", "loss", 1.0, importance_ratio=False),
     KLSpec("k2", "loss", 1.0, importance_ratio=True),
     KLSpec("k3", "loss", 1.0, importance_ratio=True),
+    KLSpec("k1", "loss", 1.0, importance_ratio=True),
     KLSpec("k1_straight_through", "loss", 1.0),
     KLSpec("k3_straight_through", "loss", 1.0),
 ]
@@ -99,11 +100,22 @@ def test_biased_single_token_is_visibly_wrong(spec, distance):
     assert relative_error(estimate, truth) > 1e-3
 
 
-def test_k1_in_the_loss_has_zero_gradient_and_is_refused():
-    estimate, truth = single_token_gradients(KLSpec("k1", "loss", 1.0, importance_ratio=False), 1.0)
+def test_k1_in_the_loss_without_ratio_has_zero_gradient_and_is_refused():
+    spec = KLSpec("k1", "loss", 1.0, importance_ratio=False)
+    estimate, truth = single_token_gradients(spec, 1.0)
     assert estimate.abs().max().item() < 1e-12 and truth.abs().max().item() > 0.1
-    with pytest.raises(KLConfigError, match="k1 in the loss"):
-        check_kl_spec(KLSpec("k1", "loss", 0.1))
+    with pytest.raises(KLConfigError, match="k1 in the loss without the importance ratio"):
+        check_kl_spec(spec)
+
+
+@pytest.mark.parametrize("distance", DISTANCES.values(), ids=DISTANCES.keys())
+def test_k1_in_the_loss_with_ratio_is_exact_per_token_and_allowed(distance, recwarn):
+    """grad(rho * k1) = rho * (k1 + 1) * s and E[s] = 0: the ratio form is unbiased, so only the ratio-free form is refused."""
+    spec = KLSpec("k1", "loss", 1.0, importance_ratio=True)
+    estimate, truth = single_token_gradients(spec, distance)
+    assert relative_error(estimate, truth) < 1e-9
+    check_kl_spec(spec)
+    assert not [w for w in recwarn if "kl:" in str(w.message)]
 
 
 @pytest.mark.parametrize("spec", BIASED, ids=lambda s: f"{s.estimator}-{s.placement}-ratio{s.importance_ratio}")
@@ -186,7 +198,7 @@ def test_per_token_loss_without_correction_misses_the_prefix_block(estimator_nam
 
 
 def test_prefix_steering_first_block_is_entirely_missed_without_correction():
-    spec = KLSpec("k3", "loss", 1.0, importance_ratio=True)
+    spec = KLSpec("k3", "loss", 1.0, importance_ratio=True, future_kl_correction=False)
     (estimate1, _), (truth1, _) = two_step_gradients(spec, *PREFIX_STEERING)
     assert estimate1.abs().max().item() < 1e-12  # pi1 == ref1: the per-token term sees nothing
     assert truth1.abs().max().item() > 0.05
@@ -225,3 +237,199 @@ def test_exact_forms_reach_the_regularized_optimum(spec):
 
 def test_k3_in_the_loss_without_ratio_misses_the_optimum():
     assert optimum_distance(KLSpec("k3", "loss", BETA, importance_ratio=False, future_kl_correction=True)) > 1e-3
+
+
+# ---- three steps, vocabulary 3, prefix-dependent policies, variable lengths with padding ------
+#
+# Token 2 ends a sequence (EOS); positions after it are padding (mask 0) whose log-probs are
+# real, differentiable and far from the reference, as in a trainer, so a term that forgets the
+# mask is caught. Every context (prefix) has its own logits; the last row is the padding context.
+
+from dataclasses import replace as _replace  # noqa: E402
+
+from rlplug.components import kl_placement  # noqa: E402
+from rlplug.components.kl_placement import kl_guard_messages  # noqa: E402
+from rlplug.components.stats import reverse_cumsum  # noqa: E402
+
+T3, V3, EOS = 3, 3, 2
+CONTEXTS = [()] + [(a,) for a in (0, 1)] + [(a, b) for a in (0, 1) for b in (0, 1)]
+PAD_ROW = len(CONTEXTS)
+PADDED = []
+for _tokens in itertools.product(range(V3), repeat=T3):
+    _cut = _tokens.index(EOS) + 1 if EOS in _tokens else T3
+    if _tokens[:_cut] not in [p[: len(p)] for p in PADDED]:
+        PADDED.append(_tokens[:_cut])
+LENGTHS = torch.tensor([len(p) for p in PADDED])
+TOKENS = torch.tensor([list(p) + [0] * (T3 - len(p)) for p in PADDED])
+ROWS = torch.tensor([[CONTEXTS.index(p[:t]) if t < len(p) else PAD_ROW for t in range(T3)] for p in PADDED])
+MASK3 = (torch.arange(T3) < LENGTHS[:, None]).to(torch.float64)
+
+_g = torch.Generator().manual_seed(3)
+REF3 = torch.log_softmax(torch.randn(PAD_ROW + 1, V3, generator=_g, dtype=torch.float64), -1)
+THETA3 = REF3 + torch.randn(PAD_ROW + 1, V3, generator=_g, dtype=torch.float64)  # policy, off the reference
+THETA3[0] = REF3[0]  # first token at the reference: only the future term moves its block
+THETA3[PAD_ROW] = REF3[PAD_ROW] + torch.tensor([2.0, -1.0, 0.5], dtype=torch.float64)
+SAMPLER3 = THETA3 + 0.7 * torch.randn(PAD_ROW + 1, V3, generator=_g, dtype=torch.float64)  # pi_old != pi
+
+
+def padded_logps(theta):
+    """(N, T3) log-probs of the tokens of every sequence, padding included."""
+    return torch.log_softmax(theta, -1)[ROWS, TOKENS]
+
+
+def exact_sequence_kl3(theta):
+    logps, ref = padded_logps(theta), REF3[ROWS, TOKENS]
+    return ((logps * MASK3).sum(-1).exp() * ((logps - ref) * MASK3).sum(-1)).sum()
+
+
+def exact_per_token_kl3(theta):
+    """sum_t E_prefix[KL(pi(.|prefix) || ref(.|prefix))], prefix weights held fixed: the partial gradient."""
+    logps = padded_logps(theta)
+    weights = (logps * MASK3).sum(-1).exp().detach()
+    table = torch.log_softmax(theta, -1)
+    context_kl = (table.exp() * (table - REF3)).sum(-1)
+    return (weights * (context_kl[ROWS] * MASK3).sum(-1)).sum()
+
+
+def surrogate3(spec, logps, old_logps, ref_logps):
+    """Per-sequence surrogate (N,) the trainer differentiates, masked as the aggregation masks it."""
+    est = estimator(spec.estimator)
+    if spec.placement == "loss":
+        return (kl_placement.loss_kl_term(spec, est, logps, old_logps, ref_logps, MASK3) * MASK3).sum(-1)
+    token_rewards = reward_kl_token_rewards(spec, est, old_logps, ref_logps, MASK3)
+    rollout = Rollout(rewards=torch.zeros(len(PADDED)), group_ids=torch.arange(len(PADDED)),
+                      completion_mask=MASK3, token_rewards=token_rewards)
+    return -(rollout.sequence_rewards() * (logps * MASK3).sum(-1))
+
+
+def three_step_gradient(spec, off_policy=False):
+    """E_{y ~ pi_old}[grad L(y)] exactly: grad sum_y sg(pi_old(y)) L(y)."""
+    theta = THETA3.clone().requires_grad_()
+    logps = padded_logps(theta)
+    old_logps = padded_logps(SAMPLER3) if off_policy else logps.detach()
+    weights = (old_logps * MASK3).sum(-1).exp()
+    return torch.autograd.grad((weights * surrogate3(spec, logps, old_logps, REF3[ROWS, TOKENS])).sum(), theta)[0]
+
+
+def truth3(kind):
+    theta = THETA3.clone().requires_grad_()
+    return torch.autograd.grad((exact_sequence_kl3 if kind == "sequence" else exact_per_token_kl3)(theta), theta)[0]
+
+
+ESTIMATORS = ["k1", "k2", "k3", "k1_straight_through", "k3_straight_through"]
+# (estimator, ratio) -> exact per token on-policy (README "exact per token").
+PER_TOKEN_EXACT_IN_LOSS = {
+    ("k1", False): False, ("k1", True): True,
+    ("k2", False): True, ("k2", True): True,
+    ("k3", False): False, ("k3", True): True,
+    ("k1_straight_through", False): True, ("k1_straight_through", True): True,
+    ("k3_straight_through", False): True, ("k3_straight_through", True): True,
+}
+REWARD_EXACT_FOR_SEQUENCES = {"k1": True, "k1_straight_through": True, "k2": False, "k3": False,
+                              "k3_straight_through": False}
+LOSS_SPECS = [KLSpec(e, "loss", 1.0, importance_ratio=r, future_kl_correction=c)
+              for e in ESTIMATORS for r in (False, True) for c in (False, True)]
+REWARD_SPECS = [KLSpec(e, "reward", 1.0) for e in ESTIMATORS]
+
+
+def exact_for_sequences(spec, off_policy):
+    """The README's verdict: loss forms need an exact per-token term and the future-KL correction,
+    and off-policy also the importance ratio (prefix weights); reward forms need k1's gradient."""
+    if spec.placement == "reward":
+        return REWARD_EXACT_FOR_SEQUENCES[spec.estimator]
+    per_token = PER_TOKEN_EXACT_IN_LOSS[(spec.estimator, spec.importance_ratio)]
+    return per_token and spec.future_kl_correction and (spec.importance_ratio or not off_policy)
+
+
+def spec_id(spec):
+    if spec.placement == "reward":
+        return f"{spec.estimator}-reward"
+    return f"{spec.estimator}-loss-ratio{int(spec.importance_ratio)}-corr{int(spec.future_kl_correction)}"
+
+
+def assert_verdict(exact, estimate, truth):
+    error = relative_error(estimate, truth)
+    assert (error < 1e-9) if exact else (error > 1e-3), f"relative error {error:.3g}, expected exact={exact}"
+
+
+@pytest.mark.parametrize("spec", LOSS_SPECS, ids=spec_id)
+def test_loss_forms_per_token_at_three_steps(spec):
+    """On-policy the corrected form is the per-token form plus the future term; the per-token
+    term alone is checked against the partial gradient sum_t E[grad KL_t]."""
+    estimate = three_step_gradient(_replace(spec, future_kl_correction=False))
+    assert_verdict(PER_TOKEN_EXACT_IN_LOSS[(spec.estimator, spec.importance_ratio)], estimate, truth3("per_token"))
+
+
+# Off-policy, a reward-placed KL is reweighted by the policy loss's own ratio, not by the KL term:
+# only loss forms have an off-policy verdict of their own.
+SEQUENCE_CASES = [(s, False) for s in LOSS_SPECS + REWARD_SPECS] + [(s, True) for s in LOSS_SPECS]
+
+
+@pytest.mark.parametrize("spec, off_policy", SEQUENCE_CASES,
+                         ids=[f"{spec_id(s)}-{'off' if o else 'on'}_policy" for s, o in SEQUENCE_CASES])
+def test_sequence_exactness_at_three_steps(spec, off_policy):
+    assert_verdict(exact_for_sequences(spec, off_policy), three_step_gradient(spec, off_policy), truth3("sequence"))
+
+
+@pytest.mark.parametrize("off_policy", [False, True], ids=["on_policy", "off_policy"])
+@pytest.mark.parametrize("spec", LOSS_SPECS + REWARD_SPECS, ids=spec_id)
+def test_guard_warns_exactly_when_not_exact_for_sequences(spec, off_policy):
+    facts = estimator(spec.estimator).kl_gradient
+    if spec.placement == "loss" and not PER_TOKEN_EXACT_IN_LOSS[(spec.estimator, spec.importance_ratio)] \
+            and spec.estimator == "k1":
+        with pytest.raises(KLConfigError):
+            kl_guard_messages(spec, facts, off_policy)
+        return
+    messages = kl_guard_messages(spec, facts, off_policy)
+    exact = exact_for_sequences(spec, off_policy if spec.placement == "loss" else False)
+    no_op_trick = spec.placement == "reward" and facts.straight_through
+    assert bool(messages) == (not exact or no_op_trick), messages
+
+
+def test_the_three_step_case_is_not_degenerate():
+    """Variable lengths, padding, and a first block moved only by later tokens."""
+    assert set(LENGTHS.tolist()) == {1, 2, 3} and len(PADDED) == 15
+    assert torch.allclose(padded_logps(THETA3).mul(MASK3).sum(-1).exp().sum(), torch.tensor(1.0, dtype=torch.float64))
+    per_token, sequence = truth3("per_token"), truth3("sequence")
+    assert per_token[0].abs().max().item() < 1e-12 < sequence[0].abs().max().item()
+    assert relative_error(per_token, sequence) > 0.04
+
+
+# ---- negative controls: two wrong future terms the sequence check must catch ---------------
+
+def future_term_ignoring_the_mask(logps, ref_logps, mask, weight=None):
+    with torch.no_grad():
+        k1_values = logps - ref_logps
+        if weight is not None:
+            k1_values = k1_values * weight
+        future = reverse_cumsum(k1_values) - k1_values
+    return future * logps
+
+
+def future_term_of_the_next_token_only(logps, ref_logps, mask, weight=None):
+    with torch.no_grad():
+        k1_values = (logps - ref_logps) * mask
+        if weight is not None:
+            k1_values = k1_values * weight
+        future = torch.zeros_like(k1_values)
+        future[:, :-1] = k1_values[:, 1:]
+    return future * logps
+
+
+@pytest.mark.parametrize("mutation", [future_term_ignoring_the_mask, future_term_of_the_next_token_only],
+                         ids=["ignores_mask", "next_token_only"])
+@pytest.mark.parametrize("off_policy", [False, True], ids=["on_policy", "off_policy"])
+def test_mutated_future_terms_fail_the_sequence_check(mutation, off_policy, monkeypatch):
+    spec = KLSpec("k3", "loss", 1.0, importance_ratio=True, future_kl_correction=True)
+    assert_verdict(True, three_step_gradient(spec, off_policy), truth3("sequence"))
+    monkeypatch.setattr(kl_placement, "future_kl_term", mutation)
+    with pytest.raises(AssertionError, match="relative error"):
+        assert_verdict(True, three_step_gradient(spec, off_policy), truth3("sequence"))
+
+
+def test_per_token_ratio_without_prefix_weights_is_biased_off_policy(monkeypatch):
+    """Negative control for the prefix weights: with every P_t = 1 the corrected form is off."""
+    spec = KLSpec("k3", "loss", 1.0, importance_ratio=True, future_kl_correction=True)
+    monkeypatch.setattr(kl_placement, "sequence_kl_weights",
+                        lambda logps, old_logps, mask, exclusive=False: torch.ones_like(logps))
+    assert relative_error(three_step_gradient(spec, off_policy=True), truth3("sequence")) > 1e-3

@@ -299,7 +299,7 @@ def test_beta_gradient_rounding_comes_only_from_the_shared_ratio():
 
     per_token_loss, _ = ppo_clip(logps, old_logps, advantages, mask, epsilon=epsilon)
     per_token_loss = per_token_loss + loss_kl_term(
-        KLSpec(estimator="k3", placement="loss", coef=beta), k3, logps, old_logps, ref_logps
+        KLSpec(estimator="k3", placement="loss", coef=beta, future_kl_correction=False), k3, logps, old_logps, ref_logps
     )
     ours = sequence_mean_token_mean(per_token_loss, mask, AggregationContext(gradient_accumulation_steps=2))
     shared, twice = trl_formula(), trl_formula_with_rho_twice()

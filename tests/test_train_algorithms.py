@@ -56,7 +56,8 @@ def test_preference_algorithms_run_on_the_embedded_default(tmp_path, algorithm, 
     summary, history = run(tmp_path, "--algorithm", algorithm, "--max_steps", "4")
     assert summary["algorithm"] == algorithm and summary["components"]["preference_loss"] == algorithm
     assert "margin_first" in summary and "reward_first" not in summary
-    assert 0.0 <= summary["eval_before"] <= 1.0 and 0.0 <= summary["eval_after"] <= 1.0
+    assert 0.1 < summary["eval_before"] < 0.9  # the warmed-up model answers some, not all
+    assert summary["eval_after"] != summary["eval_before"] or summary["margin_last"] != summary["margin_first"]
     assert any("rewards/margins" in row for row in history)
     assert ("accuracy_first" in summary) == (data == "paired")
 

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -193,9 +194,13 @@ def test_dr_grpo_short_run_writes_summary_and_plot(tmp_path, capsys):
     assert summary["logged_points"] == 20  # logging_steps 0.025 of 20 steps rounds up to every step
     for key in ("wall_seconds", "reward_first", "reward_last", "eval_before", "eval_after"):
         assert isinstance(summary[key], float) and math.isfinite(summary[key]), key
-    assert 0.0 <= summary["eval_before"] <= 1.0 and 0.0 <= summary["eval_after"] <= 1.0
     assert (out / PLOT_FILE).read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
+    prompts = int(re.search(r"greedy answers, (\d+) prompts", printed).group(1))
+    assert prompts > 300  # the held-out third of the 1,000 problems
+    for key in ("eval_before", "eval_after"):  # exact-match accuracy: a count of held-out prompts over their number
+        assert abs(summary[key] * prompts - round(summary[key] * prompts)) < 1e-9, key
+    assert 0.1 < summary["eval_before"] < 0.9  # the warmed-up model answers some, not all
     assert f"before {summary['eval_before']:.3f} -> after {summary['eval_after']:.3f}" in printed
 
 

@@ -18,8 +18,10 @@ class KLSpec:
     - ``placement="loss"``: ``coef * estimator`` is added to the per-token loss and
       differentiated, times the importance ratio pi/pi_old when ``importance_ratio``.
     - ``placement="none"`` or ``coef == 0``: no KL, and no reference forward pass.
-    - ``future_kl_correction`` (loss placement): adds sg(sum_{u>t} k1_u) * log pi_t, which
-      makes per-token loss forms exact for sequences.
+    - ``future_kl_correction`` (loss placement, on by default): adds sg(sum_{u>t} P_u k1_u) * log pi_t
+      and prefix importance weights P_t, which make per-token loss forms exact for whole
+      sequences, on- and off-policy. A plain TRL config (``beta`` > 0) turns it off, for parity
+      with TRL's per-token k3 term; the guard then warns once.
     - ``target``: a target KL per sequence turns on PPO's adaptive coefficient (Ziegler et al.
       2019), adapted over ``horizon`` completions; ``coef`` is then its starting value.
     """
@@ -28,7 +30,7 @@ class KLSpec:
     placement: KLPlacementName = "reward"
     coef: float = 0.0
     importance_ratio: bool = True
-    future_kl_correction: bool = False
+    future_kl_correction: bool = True
     target: float | None = None
     horizon: int = 10000
 

@@ -52,7 +52,10 @@ def _config_for(kind: TrainerKind, recipe: Algorithm, overrides: dict[str, Any])
 
 
 def _kl_from_trl_fields(recipe: Algorithm, overrides: dict[str, Any], kl_given: bool) -> Algorithm:
-    """TRL's ``beta`` and ``use_bias_correction_kl`` set the KL coefficient and ratio unless ``kl`` is given."""
+    """TRL's ``beta`` and ``use_bias_correction_kl`` set the KL coefficient and ratio unless ``kl`` is given.
+
+    ``beta`` also turns ``future_kl_correction`` off: a plain TRL config gets TRL's per-token k3 term.
+    """
     beta = overrides.pop("beta", None)
     bias_correction = overrides.pop("use_bias_correction_kl", None)
     if kl_given and (beta is not None or bias_correction is not None):
@@ -60,6 +63,7 @@ def _kl_from_trl_fields(recipe: Algorithm, overrides: dict[str, Any], kl_given: 
     changes = {}
     if beta is not None:
         changes["coef"] = float(beta)
+        changes["future_kl_correction"] = False  # TRL's own per-token k3 term, for parity with GRPOTrainer
     if bias_correction is not None:
         changes["importance_ratio"] = bool(bias_correction)
     return replace(recipe, kl=replace(recipe.kl, **changes)) if changes else recipe
