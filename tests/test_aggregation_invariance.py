@@ -49,7 +49,9 @@ def micro_batch_token_means(split: Split) -> torch.Tensor:
 # name -> the exact gradient it gives for a split, for aggregations that depend on the split by design.
 SPLIT_DEPENDENT = {"local_token_mean": micro_batch_token_means}
 # Aggregations whose one-step gradient is the same for every split.
-INVARIANT = {"sequence_mean_token_mean", "constant_normalizer", "global_token_mean", "sequence_mean"}
+INVARIANT = {
+    "sequence_mean_token_mean", "constant_normalizer", "global_token_mean", "sequence_mean", "sequence_sum_mean",
+}
 
 
 def aggregations() -> list[str]:
