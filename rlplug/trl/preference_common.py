@@ -58,7 +58,9 @@ def log_token_metrics(trainer: Any, mode: str, outputs: Any, shift_mask: torch.T
     """Entropy and token count, as TRL's preference trainers log them."""
     seq_len = shift_mask.size(1)
     entropy_sum = (outputs.entropy[:, -seq_len:].detach() * shift_mask).sum()
-    totals = trainer.accelerator.gather_for_metrics(torch.stack([entropy_sum, shift_mask.sum().to(entropy_sum)]))
+    # Per-process totals, gathered whole: gather_for_metrics would trim dim 0 to the number of
+    # leftover samples on an epoch's uneven last batch, cutting the [sum, count] pair.
+    totals = trainer.accelerator.gather(torch.stack([entropy_sum, shift_mask.sum().to(entropy_sum)]))
     totals = totals.reshape(-1, 2).sum(0)
     trainer._metrics[mode]["entropy"].append((totals[0] / totals[1]).item() if totals[1] > 0 else 0.0)
     if mode == "train":
