@@ -38,7 +38,8 @@ def test_unsupported_trl_features_are_refused_at_construction(tiny_model_dir, tm
 def test_supported_configuration_builds(tiny_model_dir, tmp_path):
     trainer = build(tiny_model_dir, tmp_path)
     assert trainer.components.policy_loss.name == "ppo_clip"
-    assert trainer.components.policy_loss.params == {"epsilon": 0.2, "epsilon_high": None, "delta": None}
+    # epsilon_high=None binds epsilon, as GRPOTrainer reads it; delta=None leaves the default (docs/hooks.md)
+    assert trainer.components.policy_loss.params == {"epsilon": 0.2, "epsilon_high": 0.2}
 
 
 def test_recipe_defaults_reach_the_loss_and_user_values_win(tiny_model_dir, tmp_path):
