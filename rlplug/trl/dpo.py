@@ -19,14 +19,17 @@ from rlplug.core.preference import PreferenceBatch, token_mean_nll
 from rlplug.core.resolve import PreferenceComponents, resolve_preference
 from rlplug.trl.compat import check_methods, refuse_unsupported
 from rlplug.trl.preference_common import (
+    ReferenceFreePrecompute,
     check_datasets,
     check_losses,
+    check_reference_model,
     check_trainer_attributes,
     log_logit_metrics,
     log_loss_metrics,
     log_token_metrics,
     recompute_outputs,
-    skip_reference_copy,
+    reference_copy_skipped,
+    sync_ref_model_refusal,
 )
 
 _RELIED_ON = {
@@ -37,7 +40,7 @@ _RELIED_ON = {
 _NON_MODEL_KEYS = frozenset({"completion_mask", "ref_chosen_logps", "ref_rejected_logps"})
 
 
-def _refuse_unsupported_features(args: DPOConfig, needs_reference: bool) -> None:
+def _refuse_unsupported_features(args: DPOConfig, components: PreferenceComponents) -> None:
     refuse_unsupported(
         {
             f"loss_type={list(args.loss_type)!r}": (
@@ -49,15 +52,12 @@ def _refuse_unsupported_features(args: DPOConfig, needs_reference: bool) -> None
             f"f_divergence_type={args.f_divergence_type!r}": (args.f_divergence_type != "reverse_kl", "unset it"),
             "use_weighting (WPO)": (args.use_weighting, "unset it"),
             "label_smoothing": (args.label_smoothing != 0.0, "unset it; give smoothing as a loss parameter"),
-            "sync_ref_model with a loss that uses no reference": (
-                args.sync_ref_model and not needs_reference,
-                "unset sync_ref_model",
-            ),
+            **sync_ref_model_refusal(args, components),
         }
     )
 
 
-class RLPlugDPOTrainer(DPOTrainer):
+class RLPlugDPOTrainer(ReferenceFreePrecompute, DPOTrainer):
     """DPOTrainer whose loss is an rlplug preference loss on paired data.
 
     ``algorithm`` is a recipe with ``trainer="paired_preference"`` and a ``preference_loss``.
@@ -71,29 +71,14 @@ class RLPlugDPOTrainer(DPOTrainer):
         if args is None:
             raise ValueError("RLPlugDPOTrainer needs a DPOConfig; rlplug.build_trainer makes one")
         self.components: PreferenceComponents = resolve_preference(algorithm, "paired", args)
-        needs_reference = self.components.spec.needs_reference
-        _refuse_unsupported_features(args, needs_reference)
+        _refuse_unsupported_features(args, self.components)
         check_datasets(kwargs.get("train_dataset"), kwargs.get("eval_dataset"), "paired", algorithm.name)
-        if ref_model is not None and not needs_reference:
-            raise ValueError(
-                f"preference loss {algorithm.preference_loss!r} uses no reference model; do not pass ref_model"
-            )
-        skip_copy = skip_reference_copy(args, self.components, model, kwargs.get("peft_config"))
-        if skip_copy:
-            args.precompute_ref_log_probs = True
-        try:
+        check_reference_model(ref_model, self.components, algorithm.preference_loss)
+        with reference_copy_skipped(args, self.components, model, kwargs.get("peft_config")):
             super().__init__(model=model, ref_model=ref_model, args=args, **kwargs)
-        finally:
-            if skip_copy:
-                args.precompute_ref_log_probs = False
         check_trainer_attributes(self)
-        if not needs_reference:
-            self.precompute_ref_logps = False
-
-    def _precompute_ref_logps(self, dataset, name, batch_size):
         if not self.components.spec.needs_reference:
-            return dataset
-        return super()._precompute_ref_logps(dataset, name, batch_size)
+            self.precompute_ref_logps = False
 
     def _reference_logps(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.precompute_ref_logps:
