@@ -22,8 +22,9 @@ def build(model_dir, tmp_path, algorithm="grpo", **overrides):
 def test_supported_configuration_builds(tiny_model_dir, tmp_path):
     trainer = build(tiny_model_dir, tmp_path)
     assert trainer.components.policy_loss.name == "ppo_clip"
+    # epsilon_high=None binds epsilon, as GRPOTrainer reads it; delta=None leaves the default (docs/hooks.md)
     assert trainer.components.policy_loss.params == {
-        "epsilon": 0.2, "epsilon_high": None, "delta": None, "importance_sampling_level": "token"
+        "epsilon": 0.2, "epsilon_high": 0.2, "importance_sampling_level": "token"
     }
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from rlplug.core.algorithm import Algorithm, KLSpec
+from rlplug.core.config_fields import config_value
 from rlplug.core.hookspecs import COMPONENT_KINDS
 from rlplug.core.plugins import get_registry
 from rlplug.core.preference import PreferenceData, PreferenceLossSpec, preference_loss_spec
@@ -35,7 +36,8 @@ def bind_component(kind: str, name: str, explicit: dict[str, Any], config: Any =
     """Look ``name`` up and bind its keyword parameters.
 
     Precedence: ``explicit`` params, then the attribute of ``config`` with the same name
-    (so TRL's ``epsilon``/``epsilon_high`` reach a clipped loss), then the default.
+    (so TRL's ``epsilon``/``epsilon_high`` reach a clipped loss), then the default. A config
+    field set to ``None`` binds by TRL's meaning (``rlplug.core.config_fields``).
     """
     fn = get_registry().get(kind, name)
     parameters = list(inspect.signature(fn).parameters.values())[COMPONENT_KINDS[kind].data_arguments :]
@@ -50,8 +52,8 @@ def bind_component(kind: str, name: str, explicit: dict[str, Any], config: Any =
     for parameter in parameters:
         if parameter.name in explicit:
             params[parameter.name] = explicit[parameter.name]
-        elif config is not None and hasattr(config, parameter.name):
-            params[parameter.name] = getattr(config, parameter.name)
+        elif (found := config_value(config, parameter.name))[0]:
+            params[parameter.name] = found[1]
         elif parameter.default is inspect.Parameter.empty and parameter.name in accepted:
             raise ComponentConfigError(f"{name!r} needs parameter {parameter.name!r}; give it in the component params")
     return BoundComponent(kind, name, fn, params)

@@ -20,14 +20,17 @@ from rlplug.components.sequence_logps import ld_sequence_logps, wpo_pair_weights
 from rlplug.core.resolve import PreferenceComponents
 from rlplug.trl.compat import check_methods, refuse_unsupported
 from rlplug.trl.preference_common import (
+    ReferenceFreePrecompute,
     check_datasets,
     check_losses,
+    check_reference_model,
     check_trainer_attributes,
     log_logit_metrics,
     log_loss_metrics,
     log_token_metrics,
     recompute_outputs,
-    skip_reference_copy,
+    reference_copy_skipped,
+    sync_ref_model_refusal,
 )
 from rlplug.trl.trl_loss_types import DPO_LOSS_TYPES, resolve_trl_preference, trl_name_of
 from rlplug.trl.segments import SEGMENT_KEYS, build_segment_batch, use_segments
@@ -52,15 +55,12 @@ def _refuse_unsupported_features(args: DPOConfig, components: PreferenceComponen
                 args.label_smoothing != 0.0 and "label_smoothing" not in reads,
                 "this loss reads no label_smoothing; unset it",
             ),
-            "sync_ref_model with a loss that uses no reference": (
-                args.sync_ref_model and not components.spec.needs_reference,
-                "unset sync_ref_model",
-            ),
+            **sync_ref_model_refusal(args, components),
         }
     )
 
 
-class RLPlugDPOTrainer(DPOTrainer):
+class RLPlugDPOTrainer(ReferenceFreePrecompute, DPOTrainer):
     """DPOTrainer whose loss is an rlplug preference loss on paired data.
 
     ``algorithm`` is a recipe with ``trainer="paired_preference"`` and a ``preference_loss``.
@@ -77,35 +77,22 @@ class RLPlugDPOTrainer(DPOTrainer):
         self.components: PreferenceComponents = resolve_trl_preference(
             algorithm, "paired", args, DPO_LOSS_TYPES, "sigmoid"
         )
-        needs_reference = self.components.spec.needs_reference
         _refuse_unsupported_features(args, self.components)
         check_datasets(kwargs.get("train_dataset"), kwargs.get("eval_dataset"), "paired", algorithm.name)
-        if ref_model is not None and not needs_reference:
-            raise ValueError(
-                f"preference loss {algorithm.preference_loss!r} uses no reference model; do not pass ref_model"
-            )
-        skip_copy = skip_reference_copy(args, self.components, model, kwargs.get("peft_config"))
-        if skip_copy:
-            args.precompute_ref_log_probs = True
+        check_reference_model(ref_model, self.components, algorithm.preference_loss)
         # TRL's own checks of its loss_type (e.g. no WPO weighting with the sorting AOT losses) see the chosen loss.
         user_loss_type, trl_name = args.loss_type, trl_name_of(self.components.loss.name, DPO_LOSS_TYPES)
         args.loss_type = [trl_name] if trl_name is not None and args.loss_weights is None else user_loss_type
         try:
-            super().__init__(model=model, ref_model=ref_model, args=args, **kwargs)
+            with reference_copy_skipped(args, self.components, model, kwargs.get("peft_config")):
+                super().__init__(model=model, ref_model=ref_model, args=args, **kwargs)
         finally:
             args.loss_type = user_loss_type
-            if skip_copy:
-                args.precompute_ref_log_probs = False
         check_trainer_attributes(self)
         if self.components.spec.needs_segments:
             use_segments(self)
-        if not needs_reference:
-            self.precompute_ref_logps = False
-
-    def _precompute_ref_logps(self, dataset, name, batch_size):
         if not self.components.spec.needs_reference:
-            return dataset
-        return super()._precompute_ref_logps(dataset, name, batch_size)
+            self.precompute_ref_logps = False
 
     def _reference_logps(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         if self.precompute_ref_logps:

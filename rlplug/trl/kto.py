@@ -25,14 +25,17 @@ from rlplug.core.resolve import PreferenceComponents
 from rlplug.trl.compat import TRLCompatibilityError, check_methods, refuse_unsupported
 from rlplug.trl.preference_common import (
     TRAINER_ATTRIBUTES,
+    ReferenceFreePrecompute,
     check_datasets,
     check_losses,
+    check_reference_model,
     check_trainer_attributes,
     log_logit_metrics,
     log_loss_metrics,
     log_token_metrics,
     recompute_outputs,
-    skip_reference_copy,
+    reference_copy_skipped,
+    sync_ref_model_refusal,
 )
 from rlplug.trl.trl_loss_types import KTO_LOSS_TYPES, resolve_trl_preference
 
@@ -50,7 +53,7 @@ _NON_MODEL_KEYS = frozenset(
 _TRL_LOSS_TYPE = {True: "kto", False: "apo_zero_unpaired"}
 
 
-class RLPlugKTOTrainer(KTOTrainer):
+class RLPlugKTOTrainer(ReferenceFreePrecompute, KTOTrainer):
     """KTOTrainer whose loss is an rlplug preference loss on unpaired, labelled data.
 
     ``algorithm`` is a recipe with ``trainer="unpaired_preference"`` and a ``preference_loss``.
@@ -69,26 +72,14 @@ class RLPlugKTOTrainer(KTOTrainer):
         spec = self.components.spec
         refuse_unsupported(
             {
-                "sync_ref_model with a loss that uses no reference": (
-                    args.sync_ref_model and not spec.needs_reference,
-                    "unset sync_ref_model",
-                ),
+                **sync_ref_model_refusal(args, self.components),
             }
         )
         check_datasets(kwargs.get("train_dataset"), kwargs.get("eval_dataset"), "unpaired", algorithm.name)
-        if ref_model is not None and not spec.needs_reference:
-            raise ValueError(
-                f"preference loss {algorithm.preference_loss!r} uses no reference model; do not pass ref_model"
-            )
+        check_reference_model(ref_model, self.components, algorithm.preference_loss)
         args.loss_type = _TRL_LOSS_TYPE[spec.needs_kl_reference]
-        skip_copy = skip_reference_copy(args, self.components, model, kwargs.get("peft_config"))
-        if skip_copy:
-            args.precompute_ref_log_probs = True
-        try:
+        with reference_copy_skipped(args, self.components, model, kwargs.get("peft_config")):
             super().__init__(model=model, ref_model=ref_model, args=args, **kwargs)
-        finally:
-            if skip_copy:
-                args.precompute_ref_log_probs = False
         check_trainer_attributes(self, (*TRAINER_ATTRIBUTES, "calculate_KL"))
         if self.calculate_KL != spec.needs_kl_reference:
             raise TRLCompatibilityError(
@@ -97,11 +88,6 @@ class RLPlugKTOTrainer(KTOTrainer):
             )
         if not spec.needs_reference:
             self.precompute_ref_logps = False
-
-    def _precompute_ref_logps(self, dataset, name, batch_size):
-        if not self.components.spec.needs_reference:
-            return dataset
-        return super()._precompute_ref_logps(dataset, name, batch_size)
 
     def _reference_logps(self, batch: dict[str, Any], model_kwargs: dict[str, Any], labels: torch.Tensor):
         """(ref log-probs (B,), ref log-probs of the mismatched pairs (B,) or None), as KTOTrainer gets them."""

@@ -4,7 +4,8 @@ TRL-style metric logging and TRL attribute checks."""
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from accelerate.utils import is_peft_model
@@ -38,6 +39,46 @@ def skip_reference_copy(trainer_args: Any, components: PreferenceComponents, mod
     return peft_config is None and (isinstance(model, str) or not is_peft_model(model))
 
 
+@contextmanager
+def reference_copy_skipped(trainer_args: Any, components: PreferenceComponents, model: Any,
+                           peft_config: Any) -> Iterator[None]:
+    """Around TRL's ``__init__``: keep it from loading a reference copy nothing reads
+    (see :func:`skip_reference_copy`); the user's config is restored afterwards."""
+    skip_copy = skip_reference_copy(trainer_args, components, model, peft_config)
+    if skip_copy:
+        trainer_args.precompute_ref_log_probs = True
+    try:
+        yield
+    finally:
+        if skip_copy:
+            trainer_args.precompute_ref_log_probs = False
+
+
+def check_reference_model(ref_model: Any, components: PreferenceComponents, loss_name: str | None) -> None:
+    """Refuse a reference model given to a loss that uses none."""
+    if ref_model is not None and not components.spec.needs_reference:
+        raise ValueError(f"preference loss {loss_name!r} uses no reference model; do not pass ref_model")
+
+
+def sync_ref_model_refusal(trainer_args: Any, components: PreferenceComponents) -> dict[str, tuple[bool, str]]:
+    """The ``refuse_unsupported`` entry both adapters share: syncing a reference nothing reads."""
+    return {
+        "sync_ref_model with a loss that uses no reference": (
+            trainer_args.sync_ref_model and not components.spec.needs_reference,
+            "unset sync_ref_model",
+        )
+    }
+
+
+class ReferenceFreePrecompute:
+    """Mixin for a TRL preference trainer: a loss without a reference precomputes nothing."""
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        if not self.components.spec.needs_reference:
+            return dataset
+        return super()._precompute_ref_logps(dataset, name, batch_size)
+
+
 def log_loss_metrics(trainer: Any, mode: str, metrics: dict[str, torch.Tensor]) -> dict[str, float]:
     """Log each metric's NaN-mean over the global batch, in a fixed order on every process.
 
@@ -58,7 +99,9 @@ def log_token_metrics(trainer: Any, mode: str, outputs: Any, shift_mask: torch.T
     """Entropy and token count, as TRL's preference trainers log them."""
     seq_len = shift_mask.size(1)
     entropy_sum = (outputs.entropy[:, -seq_len:].detach() * shift_mask).sum()
-    totals = trainer.accelerator.gather_for_metrics(torch.stack([entropy_sum, shift_mask.sum().to(entropy_sum)]))
+    # Per-process totals, gathered whole: gather_for_metrics would trim dim 0 to the number of
+    # leftover samples on an epoch's uneven last batch, cutting the [sum, count] pair.
+    totals = trainer.accelerator.gather(torch.stack([entropy_sum, shift_mask.sum().to(entropy_sum)]))
     totals = totals.reshape(-1, 2).sum(0)
     trainer._metrics[mode]["entropy"].append((totals[0] / totals[1]).item() if totals[1] > 0 else 0.0)
     if mode == "train":
