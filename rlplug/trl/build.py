@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from typing import Any
 
@@ -69,6 +70,21 @@ def _kl_from_trl_fields(recipe: Algorithm, overrides: dict[str, Any], kl_given: 
     return replace(recipe, kl=replace(recipe.kl, **changes)) if changes else recipe
 
 
+def fields_set_in(config: Any) -> dict[str, Any]:
+    """The init fields of a TRL config object that differ from a default one of its class, plus
+    ``output_dir`` and the precision/device fields (their defaults depend on the machine)."""
+    always = ("output_dir", "bf16", "fp16", "use_cpu")
+    default = type(config)(output_dir=config.output_dir, use_cpu=True, bf16=False)
+    return {
+        **{name: getattr(config, name) for name in always},
+        **{
+            field.name: getattr(config, field.name)
+            for field in dataclasses.fields(config)
+            if field.init and getattr(config, field.name) != getattr(default, field.name)
+        },
+    }
+
+
 def build_trainer(
     algorithm: str | Algorithm | None = None,
     *,
@@ -89,6 +105,7 @@ def build_trainer(
     callbacks: list[Any] | None = None,
     on_nonfinite: str = "error",
     trainer_inputs: dict[str, Any] | None = None,
+    args: Any = None,
     **config_overrides: Any,
 ) -> Any:
     """Build a TRL trainer for ``algorithm`` with any component or TRL config field overridden.
@@ -97,6 +114,9 @@ def build_trainer(
     (LoRA). ``config_overrides`` are fields of the TRL config of the algorithm's trainer
     (for online algorithms, ``trl.GRPOConfig``; paired preference, ``trl.DPOConfig``;
     unpaired preference, ``trl.KTOConfig``), e.g. ``learning_rate=1e-5, num_generations=8``.
+    ``args`` may instead be a ready TRL config object (``trl.DPOConfig(loss_type="hinge", ...)``):
+    the fields it sets differently from that class's defaults count as overrides, so a TRL
+    config works unchanged; keyword overrides given as well win over it.
     For online algorithms TRL's ``beta`` sets the KL coefficient; for preference algorithms it
     is the loss's own beta. ``on_nonfinite`` says what a NaN or infinite component output or
     gradient does: ``"error"`` stops the run before the optimizer step (the weights and the
@@ -112,6 +132,8 @@ def build_trainer(
     :mod:`rlplug.trl.loss_types`).
     """
     guard = FiniteGuard(on_nonfinite)  # checks the value before anything is built
+    if args is not None:
+        config_overrides = {**fields_set_in(args), **config_overrides}
     loss_type = config_overrides.get("loss_type")
     if isinstance(algorithm, str) and loss_type is not None:
         named = get_registry().get("algorithms", algorithm)
