@@ -74,6 +74,7 @@ def build_trainer(
     kl: KLSpec | dict[str, Any] | None = None,
     component_params: dict[str, dict[str, Any]] | None = None,
     callbacks: list[Any] | None = None,
+    logprob_chunk_size: int | str | None = "auto",
     **config_overrides: Any,
 ) -> Any:
     """Build a TRL trainer for ``algorithm`` with any component or TRL config field overridden.
@@ -82,6 +83,8 @@ def build_trainer(
     (LoRA). ``config_overrides`` are fields of the TRL config of the algorithm's trainer
     (for online algorithms, ``trl.GRPOConfig``; paired preference, ``trl.DPOConfig``;
     unpaired preference, ``trl.KTOConfig``), e.g. ``learning_rate=1e-5, num_generations=8``.
+    ``logprob_chunk_size`` (tokens; ``"auto"``: 128 when the vocabulary has >= 32768 entries, ``0``: off)
+    chunks the LM head's log-probs on devices without TRL's Triton kernels (rlplug.trl.chunked_forward).
     For online algorithms TRL's ``beta`` sets the KL coefficient; for preference algorithms it
     is the loss's own beta.
 
@@ -116,4 +119,5 @@ def build_trainer(
         processing_class=processing_class,
         peft_config=peft_config,
         callbacks=callbacks,
+        logprob_chunk_size=logprob_chunk_size,
     )

@@ -17,6 +17,7 @@ from trl import DPOConfig, DPOTrainer
 from rlplug.core.algorithm import Algorithm
 from rlplug.core.preference import PreferenceBatch, token_mean_nll
 from rlplug.core.resolve import PreferenceComponents, resolve_preference
+from rlplug.trl.chunked_forward import install_chunked_heads
 from rlplug.trl.compat import check_methods, refuse_unsupported
 from rlplug.trl.preference_common import (
     check_datasets,
@@ -66,7 +67,8 @@ class RLPlugDPOTrainer(DPOTrainer):
     """
 
     def __init__(self, model: Any, ref_model: Any = None, args: DPOConfig | None = None, *,
-                 algorithm: Algorithm, **kwargs: Any) -> None:
+                 algorithm: Algorithm, logprob_chunk_size: int | str | None = "auto",
+                 **kwargs: Any) -> None:
         check_methods(DPOTrainer, _RELIED_ON)
         if args is None:
             raise ValueError("RLPlugDPOTrainer needs a DPOConfig; rlplug.build_trainer makes one")
@@ -87,6 +89,7 @@ class RLPlugDPOTrainer(DPOTrainer):
             if skip_copy:
                 args.precompute_ref_log_probs = False
         check_trainer_attributes(self)
+        self.logprob_chunk_size = install_chunked_heads(self, 1.0, logprob_chunk_size)
         if not needs_reference:
             self.precompute_ref_logps = False
 

@@ -18,6 +18,7 @@ from rlplug.components.process_rewards import StepRewards, collect_step_rewards,
 from rlplug.components.rollout_assembly import assemble_rollout
 from rlplug.core.resolve import OnlineComponents, resolve_online
 from rlplug.core.rollout import Rollout
+from rlplug.trl.chunked_forward import install_chunked_heads
 from rlplug.trl.compat import check_methods, refuse_unsupported
 
 _RELIED_ON = {
@@ -79,7 +80,8 @@ class RLPlugGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, model: Any, reward_funcs: Any = None, args: GRPOConfig | None = None, *,
-                 algorithm: Algorithm, **kwargs: Any) -> None:
+                 algorithm: Algorithm, logprob_chunk_size: int | str | None = "auto",
+                 **kwargs: Any) -> None:
         check_methods(GRPOTrainer, _RELIED_ON)
         if args is None:
             raise ValueError("RLPlugGRPOTrainer needs a GRPOConfig; rlplug.build_trainer makes one")
@@ -101,6 +103,7 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         self._gathered_rewards_per_func: torch.Tensor | None = None
         reward_funcs = wrap_reward_functions(reward_funcs)  # per-step rewards: TRL sees their sum
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, **kwargs)
+        self.logprob_chunk_size = install_chunked_heads(self, self.temperature, logprob_chunk_size)
 
     @property
     def current_kl(self):
