@@ -83,11 +83,11 @@ def grpo(model_dir, tmp_path, chunk, sabotage=None):
     return score(trainer, inputs), inputs
 
 
-def preference(kind, model_dir, tmp_path, chunk, sabotage=None):
+def preference(kind, model_dir, tmp_path, chunk, sabotage=None, peft_config=None):
     algorithm = {"paired": "dpo", "unpaired": "kto"}[kind]
     rows = preference_dataset(kind).select(range(2 * ROWS))
     trainer = build_trainer(algorithm, model=model_dir, train_dataset=rows, logprob_chunk_size=chunk,
-                            per_device_train_batch_size=ROWS, **common(tmp_path))
+                            per_device_train_batch_size=ROWS, peft_config=peft_config, **common(tmp_path))
     if sabotage:
         sabotage(trainer)
     perturb(trainer.model)
@@ -131,6 +131,20 @@ def test_chunked_equals_trl_fused_head(family, tiny_model_dir, tmp_path, spy):
     assert any(requires_grad for _, requires_grad in spy), "the policy's gradient pass was not chunked"
     assert any(not requires_grad for _, requires_grad in spy), "the reference / old-policy pass was not chunked"
     assert all(n > 3 for n, _ in spy)  # every pass spans several chunks of 3 tokens
+
+
+@pytest.mark.parametrize("kind", ["paired", "unpaired"])
+def test_lora_chunked_equals_trl_fused_head(kind, tiny_model_dir, tmp_path, spy):
+    """Under PEFT the head is added to the base model; the reference is the adapter-disabled policy."""
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj"], lora_dropout=0.0)
+    native = preference(kind, tiny_model_dir, tmp_path / "native", 0, peft_config=lora)
+    ours = preference(kind, tiny_model_dir, tmp_path / "ours", 3, peft_config=lora)
+    loss_diff, grad_diff = differences(ours, native)
+    assert loss_diff <= TOLERANCE and grad_diff <= TOLERANCE, (loss_diff, grad_diff)
+    assert all("lora" in name for name in ours[1])  # only the adapter trains
+    assert any(requires_grad for _, requires_grad in spy) and any(not requires_grad for _, requires_grad in spy)
 
 
 def test_grpo_old_and_reference_logps_equal_trl(tiny_model_dir, tmp_path):
