@@ -69,3 +69,15 @@ def test_chunk_size_config_field():
     for bad in ("-1", "big", "1.5"):
         with pytest.raises(ConfigError, match="logprob_chunk_size"):
             parse_chunk_size(bad)
+
+
+def test_train_cli_takes_the_switch(tmp_path):
+    from rlplug.app.config import parse_train_args
+
+    assert parse_train_args([]).rlplug.logprob_chunk_size == "auto"
+    assert parse_train_args(["--logprob_chunk_size", "64"]).rlplug.logprob_chunk_size == 64
+    config = tmp_path / "c.yaml"
+    config.write_text("logprob_chunk_size: 0\n")
+    assert parse_train_args(["--config", str(config)]).rlplug.logprob_chunk_size == 0
+    with pytest.raises(ConfigError, match="logprob_chunk_size"):
+        parse_train_args(["--logprob_chunk_size", "lots"])
