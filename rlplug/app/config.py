@@ -110,6 +110,16 @@ def parse_kl(value: Any) -> dict[str, Any] | None:
     return dict(value)
 
 
+def parse_chunk_size(value: Any) -> int | str:
+    """``logprob_chunk_size``: "auto", or a number of tokens (0: off)."""
+    text = str(value).strip()
+    if text == "auto":
+        return "auto"
+    if text.isdigit():
+        return int(text)
+    raise ConfigError(f"logprob_chunk_size must be auto, 0 (off) or a positive number of tokens; got {value!r}")
+
+
 @dataclass
 class RLPlugArguments:
     """The rlplug part: which algorithm, which components, which rewards."""
@@ -142,6 +152,11 @@ class RLPlugArguments:
         default="error",
         metadata={"help": "a NaN/inf loss or gradient: stop before the optimizer step (error) or drop the step (skip)"},
     )
+    logprob_chunk_size: str = field(
+        default="auto",
+        metadata={"help": "tokens per LM-head chunk for log-probs off Triton devices: auto (128 when the vocabulary "
+                          "has >= 32768 entries), 0 (off: TRL's fused head) or a number"},
+    )
 
     def __post_init__(self) -> None:
         self.kl = parse_kl(self.kl)
@@ -155,6 +170,7 @@ class RLPlugArguments:
         self.dynamic_sampling = parse_structured("dynamic_sampling", self.dynamic_sampling)
         if self.torch_threads is not None and self.torch_threads < 1:
             raise ConfigError(f"torch_threads must be >= 1; got {self.torch_threads}")
+        self.logprob_chunk_size = parse_chunk_size(self.logprob_chunk_size)
 
 
 @dataclass

@@ -114,6 +114,7 @@ def prepare_run(settings: TrainSettings, builtin: BuiltinTask | None = None) -> 
     from rlplug.app.config import parse_structured
     from rlplug.app.data import load_datasets
     from rlplug.app.models import load_policy
+    from rlplug.app.memory_estimate import memory_line
     from rlplug.components.rewards import build_reward_functions
     from rlplug.trl.build import build_trainer
 
@@ -131,8 +132,9 @@ def prepare_run(settings: TrainSettings, builtin: BuiltinTask | None = None) -> 
     trainer = build_trainer(
         settings.recipe, model=policy.model, processing_class=policy.tokenizer, peft_config=policy.peft_config,
         reward_funcs=reward_entries if online else None, train_dataset=train_dataset,
-        on_nonfinite=settings.rlplug.on_nonfinite, **fields,
+        on_nonfinite=settings.rlplug.on_nonfinite, logprob_chunk_size=settings.rlplug.logprob_chunk_size, **fields,
     )
+    print(memory_line(trainer))
     preemption = PreemptionCallback()
     trainer.add_callback(preemption)
     # Held-out scoring uses the same rewards; a preference trainer has none of its own.

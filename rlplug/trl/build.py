@@ -106,6 +106,7 @@ def build_trainer(
     on_nonfinite: str = "error",
     trainer_inputs: dict[str, Any] | None = None,
     args: Any = None,
+    logprob_chunk_size: int | str | None = "auto",
     **config_overrides: Any,
 ) -> Any:
     """Build a TRL trainer for ``algorithm`` with any component or TRL config field overridden.
@@ -117,6 +118,8 @@ def build_trainer(
     ``args`` may instead be a ready TRL config object (``trl.DPOConfig(loss_type="hinge", ...)``):
     the fields it sets differently from that class's defaults count as overrides, so a TRL
     config works unchanged; keyword overrides given as well win over it.
+    ``logprob_chunk_size`` (tokens; ``"auto"``: 128 when the vocabulary has >= 32768 entries, ``0``: off)
+    chunks the LM head's log-probs on devices without TRL's Triton kernels (rlplug.trl.chunked_forward).
     For online algorithms TRL's ``beta`` sets the KL coefficient; for preference algorithms it
     is the loss's own beta. ``on_nonfinite`` says what a NaN or infinite component output or
     gradient does: ``"error"`` stops the run before the optimizer step (the weights and the
@@ -171,5 +174,6 @@ def build_trainer(
         processing_class=processing_class,
         peft_config=peft_config,
         callbacks=callbacks,
+        logprob_chunk_size=logprob_chunk_size,
     )
     return guard.attach(trainer)

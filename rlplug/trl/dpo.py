@@ -18,6 +18,7 @@ from rlplug.core.algorithm import Algorithm
 from rlplug.core.preference import PreferenceBatch, token_mean_nll
 from rlplug.components.sequence_logps import ld_sequence_logps, wpo_pair_weights
 from rlplug.core.resolve import PreferenceComponents
+from rlplug.trl.chunked_forward import install_chunked_heads
 from rlplug.trl.compat import check_methods, refuse_unsupported
 from rlplug.trl.preference_common import (
     ReferenceFreePrecompute,
@@ -70,7 +71,8 @@ class RLPlugDPOTrainer(ReferenceFreePrecompute, DPOTrainer):
     """
 
     def __init__(self, model: Any, ref_model: Any = None, args: DPOConfig | None = None, *,
-                 algorithm: Algorithm, **kwargs: Any) -> None:
+                 algorithm: Algorithm, logprob_chunk_size: int | str | None = "auto",
+                 **kwargs: Any) -> None:
         check_methods(DPOTrainer, _RELIED_ON)
         if args is None:
             raise ValueError("RLPlugDPOTrainer needs a DPOConfig; rlplug.build_trainer makes one")
@@ -91,6 +93,7 @@ class RLPlugDPOTrainer(ReferenceFreePrecompute, DPOTrainer):
         check_trainer_attributes(self)
         if self.components.spec.needs_segments:
             use_segments(self)
+        self.logprob_chunk_size = install_chunked_heads(self, 1.0, logprob_chunk_size)
         if not self.components.spec.needs_reference:
             self.precompute_ref_logps = False
 

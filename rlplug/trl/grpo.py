@@ -24,6 +24,7 @@ from rlplug.trl.loss_types import matching_loss_type, warn_on_length_weighting, 
 from rlplug.trl.dynamic_sampling import build_dynamic_sampler, generate_with_dynamic_sampling
 from rlplug.trl.reward_scaling import advantage_from_trl_fields
 from rlplug.trl.sampling_corrections import apply_sampling_corrections, selected_sampling_corrections
+from rlplug.trl.chunked_forward import install_chunked_heads
 
 _RELIED_ON = {
     "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
@@ -52,7 +53,8 @@ class RLPlugGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, model: Any, reward_funcs: Any = None, args: GRPOConfig | None = None, *,
-                 algorithm: Algorithm, **kwargs: Any) -> None:
+                 algorithm: Algorithm, logprob_chunk_size: int | str | None = "auto",
+                 **kwargs: Any) -> None:
         check_methods(GRPOTrainer, _RELIED_ON)
         if args is None:
             raise ValueError("RLPlugGRPOTrainer needs a GRPOConfig; rlplug.build_trainer makes one")
@@ -82,6 +84,7 @@ class RLPlugGRPOTrainer(GRPOTrainer):
         self.dynamic_sampler = build_dynamic_sampler(
             self, algorithm.dynamic_sampling, super()._generate_and_score_completions
         )
+        self.logprob_chunk_size = install_chunked_heads(self, self.temperature, logprob_chunk_size)
 
     @property
     def current_kl(self):

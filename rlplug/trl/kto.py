@@ -22,6 +22,7 @@ from trl.trainer.utils import use_adapter
 from rlplug.core.algorithm import Algorithm
 from rlplug.core.preference import PreferenceBatch
 from rlplug.core.resolve import PreferenceComponents
+from rlplug.trl.chunked_forward import install_chunked_heads
 from rlplug.trl.compat import TRLCompatibilityError, check_methods, refuse_unsupported
 from rlplug.trl.preference_common import (
     TRAINER_ATTRIBUTES,
@@ -62,7 +63,8 @@ class RLPlugKTOTrainer(ReferenceFreePrecompute, KTOTrainer):
     """
 
     def __init__(self, model: Any, ref_model: Any = None, args: KTOConfig | None = None, *,
-                 algorithm: Algorithm, **kwargs: Any) -> None:
+                 algorithm: Algorithm, logprob_chunk_size: int | str | None = "auto",
+                 **kwargs: Any) -> None:
         check_methods(KTOTrainer, _RELIED_ON)
         if args is None:
             raise ValueError("RLPlugKTOTrainer needs a KTOConfig; rlplug.build_trainer makes one")
@@ -81,6 +83,7 @@ class RLPlugKTOTrainer(ReferenceFreePrecompute, KTOTrainer):
         with reference_copy_skipped(args, self.components, model, kwargs.get("peft_config")):
             super().__init__(model=model, ref_model=ref_model, args=args, **kwargs)
         check_trainer_attributes(self, (*TRAINER_ATTRIBUTES, "calculate_KL"))
+        self.logprob_chunk_size = install_chunked_heads(self, 1.0, logprob_chunk_size)
         if self.calculate_KL != spec.needs_kl_reference:
             raise TRLCompatibilityError(
                 f"TRL's KTOTrainer set calculate_KL={self.calculate_KL} for loss_type={args.loss_type!r}; rlplug "

@@ -6,6 +6,7 @@ without editing this file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -51,16 +52,24 @@ def process_rollout():
                         step_mask=step_mask)
 
 
+def critic_rollout():
+    """The toy rollout with a critic's values at rollout time (what an actor-critic estimator reads)."""
+    outcome = toy_rollout()
+    values = torch.linspace(-0.5, 0.5, outcome.completion_mask.numel()).reshape(outcome.completion_mask.shape)
+    return dataclasses.replace(outcome, values=values * outcome.completion_mask)
+
+
 def advantages_of(advantage: str) -> tuple[Rollout, torch.Tensor]:
-    """An estimator's advantages on the first rollout it accepts: outcome rewards, else per-step
-    rewards. Refusing one must be a ValueError; refusing both fails."""
+    """An estimator's advantages on the first rollout it accepts: outcome rewards, per-step
+    rewards, or outcome rewards with critic values. Refusing one must be a ValueError; refusing
+    all fails."""
     refusals = []
-    for rollout in (toy_rollout(), process_rollout()):
+    for rollout in (toy_rollout(), process_rollout(), critic_rollout()):
         try:
             return rollout, bind_component("advantage_estimators", advantage, {})(rollout)
         except ValueError as error:
             refusals.append(str(error))
-    raise AssertionError(f"{advantage} refused both outcome and per-step rewards: {refusals}")
+    raise AssertionError(f"{advantage} refused every rollout shape: {refusals}")
 
 
 def loss_of_one_step(advantage: str, policy_loss: str, aggregation: str) -> tuple[torch.Tensor, torch.Tensor]:
