@@ -82,8 +82,18 @@ def test_a_required_parameter_with_a_none_field_is_an_error_naming_it():
     assert bind_component("policy_losses", "needs_margin", {}, SimpleNamespace(margin=2.0)).params == {"margin": 2.0}
 
 
-def test_negative_control_binding_the_none_crashes_cispo():
-    """The former binding passed epsilon_high=None through; cispo's clamp then has no bound."""
-    cispo = get_registry().get("policy_losses", "cispo")
-    with pytest.raises(RuntimeError, match="At least one of 'min' or 'max' must not be None"):
-        cispo(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 1), torch.ones(1, 2), epsilon_high=None)
+def clamped_ratio_loss(logps, old_logps, advantages, mask, epsilon=0.2, epsilon_high=0.3):
+    """-clamp(pi/pi_old, max=1+epsilon_high) * A, a test loss with no None handling of its own."""
+    ratio = torch.exp(logps - old_logps)
+    return -torch.clamp(ratio, max=1 + epsilon_high) * advantages, {}
+
+
+def test_negative_control_binding_the_none_would_crash_a_loss(register_component, grpo_config):
+    """The former binding passed epsilon_high=None through; a loss that clamps at it then has no bound."""
+    register_component("policy_losses", "clamped_ratio_loss", clamped_ratio_loss)
+    data = (torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 1), torch.ones(1, 2))
+    with pytest.raises(TypeError):
+        clamped_ratio_loss(*data, epsilon_high=None)  # what binding None as is did
+    bound = bind_component("policy_losses", "clamped_ratio_loss", {}, grpo_config)
+    assert bound.params == {"epsilon": 0.2, "epsilon_high": 0.2}
+    assert torch.equal(bound(*data)[0], -torch.ones(1, 2))

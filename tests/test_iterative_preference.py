@@ -109,9 +109,13 @@ def test_any_preference_loss_and_label_rewards(tiny_model_dir, tmp_path):
 
 
 def test_bad_input_is_named(tiny_model_dir, tmp_path):
-    with pytest.raises(ValueError, match="max_steps \\(1\\) must be at least rounds \\(2\\)"):
+    with pytest.raises(ValueError, match="max_steps must be set"):
         build_trainer("online_dpo", model=tiny_model_dir, reward_funcs=[length_reward], train_dataset=PROMPTS,
-                      **fields(tmp_path, max_steps=1))
+                      **fields(tmp_path, max_steps=-1))
+    with pytest.warns(UserWarning, match=r"max_steps \(1\) < rounds \(2\): running 1 round"):
+        fewer = build_trainer("online_dpo", model=tiny_model_dir, reward_funcs=[length_reward], train_dataset=PROMPTS,
+                              **fields(tmp_path, max_steps=1))
+    assert fewer.args.rounds == 1
     with pytest.raises(ValueError, match="pairing must be one of best_worst, best_vs_frequent, curriculum"):
         build_trainer("online_dpo", model=tiny_model_dir, reward_funcs=[length_reward], train_dataset=PROMPTS,
                       **fields(tmp_path, pairing="random"))

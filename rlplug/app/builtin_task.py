@@ -24,6 +24,7 @@ class BuiltinTask:
       measured for this model, below the user's own.
     - ``torch_threads``: threads for a reproducible run of this model.
     - ``reward_model(seed)``: ``(model, tokenizer, pairs, config_defaults)`` for ``train-rm``.
+    - ``pretraining_dataset()``: text rows (``text``) the model was pretrained on, for PPO-ptx.
     """
 
     model_label: str
@@ -37,6 +38,7 @@ class BuiltinTask:
     trainer_fields: Callable[[Any, Any, dict[str, Any], bool], dict[str, Any]]
     torch_threads: int
     reward_model: Callable[[int], tuple[Any, Any, Any, dict[str, Any]]]
+    pretraining_dataset: Callable[[], Any] | None = None
 
 
 class NoBuiltinTask(ValueError):

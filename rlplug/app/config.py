@@ -237,6 +237,12 @@ class DatasetArguments:
     eval_prompts: int | None = field(
         default=None, metadata={"help": "held-out prompts scored before and after training (unset: all; 0: skip)"}
     )
+    pretraining_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "text dataset (a `text` column) for PPO-ptx's pretraining term (ptx_coef > 0); "
+                          "unset: the built-in task's labelled examples"},
+    )
+    pretraining_dataset_split: str = field(default="train", metadata={"help": "split of pretraining_dataset_name"})
 
     def __post_init__(self) -> None:
         if self.eval_prompts is not None and self.eval_prompts < 0:

@@ -72,6 +72,20 @@ def prepare(dataset: Any, args: DatasetArguments) -> Any:
     return dataset.map(convert, remove_columns=removed or None)
 
 
+def load_pretraining_dataset(args: DatasetArguments, builtin: BuiltinTask | None = None) -> Any:
+    """Text rows (a ``text`` column) for a pretraining term such as PPO-ptx's."""
+    if args.pretraining_dataset_name is not None:
+        rows = load_split(args.pretraining_dataset_name, None, args.pretraining_dataset_split)
+        if "text" not in rows.column_names:
+            raise ConfigError(f"pretraining_dataset_name: {args.pretraining_dataset_name} has no `text` column; "
+                              f"columns: {', '.join(rows.column_names)}")
+        return rows
+    task = require(builtin, "pretraining_dataset_name")
+    if task.pretraining_dataset is None:
+        raise ConfigError("pretraining_dataset_name: the built-in task has no pretraining text; set it")
+    return task.pretraining_dataset()
+
+
 def load_datasets(
     args: DatasetArguments, recipe: Any = None, model: Any = None, tokenizer: Any = None,
     builtin: BuiltinTask | None = None,

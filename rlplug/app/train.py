@@ -112,7 +112,7 @@ def prepare_run(settings: TrainSettings, builtin: BuiltinTask | None = None) -> 
     ``builtin`` is the task used where the config names no model or dataset.
     """
     from rlplug.app.config import parse_structured
-    from rlplug.app.data import load_datasets
+    from rlplug.app.data import load_datasets, load_pretraining_dataset
     from rlplug.app.models import load_policy
     from rlplug.app.memory_estimate import memory_line
     from rlplug.components.rewards import build_reward_functions
@@ -129,10 +129,14 @@ def prepare_run(settings: TrainSettings, builtin: BuiltinTask | None = None) -> 
     )
     train_dataset, eval_dataset = load_datasets(settings.data, settings.recipe, policy.model, policy.tokenizer, builtin)
     online = _takes_reward_funcs(settings)
+    trainer_inputs = {}
+    if float({**settings.recipe.config_defaults, **fields}.get("ptx_coef") or 0.0) > 0:  # PPO-ptx's pretraining term
+        trainer_inputs["ptx_dataset"] = load_pretraining_dataset(settings.data, builtin)
     trainer = build_trainer(
         settings.recipe, model=policy.model, processing_class=policy.tokenizer, peft_config=policy.peft_config,
         reward_funcs=reward_entries if online else None, train_dataset=train_dataset,
-        on_nonfinite=settings.rlplug.on_nonfinite, logprob_chunk_size=settings.rlplug.logprob_chunk_size, **fields,
+        trainer_inputs=trainer_inputs or None, on_nonfinite=settings.rlplug.on_nonfinite,
+        logprob_chunk_size=settings.rlplug.logprob_chunk_size, **fields,
     )
     print(memory_line(trainer))
     preemption = PreemptionCallback()

@@ -36,6 +36,14 @@ def _preference_dataset(data: Any, model: Any, tokenizer: Any) -> Any:
     return with_digit_segments(rows) if data == "paired" else rows
 
 
+def _pretraining_dataset() -> Any:
+    from datasets import Dataset
+
+    from rlplug.demo.warmup import labelled_texts
+
+    return Dataset.from_dict({"text": labelled_texts()})
+
+
 def _reward_model(seed: int) -> Any:
     from rlplug.demo.reward_model import tiny_reward_model
 
@@ -60,4 +68,5 @@ BUILTIN_TASK = BuiltinTask(
     trainer_fields=_trainer_fields,
     torch_threads=1,  # reproducible, and on a shared 2-core machine no slower for a model this small
     reward_model=_reward_model,
+    pretraining_dataset=_pretraining_dataset,
 )

@@ -56,6 +56,13 @@ def cache_root() -> Path:
     return base / "rlplug"
 
 
+def labelled_texts(settings: WarmupSettings = WarmupSettings()) -> list[str]:
+    """The warm-up's labelled examples written out, ``"a+b+c=answer"``: the text the model was
+    pretrained on (PPO-ptx's pretraining batches on the built-in task)."""
+    labelled = arithmetic.split_problems(settings.split_seed)[0][: settings.num_labelled]
+    return [example["prompt"] + example["answer"] for example in labelled]
+
+
 def warmed_up_model_dir(settings: WarmupSettings = WarmupSettings(), *, log: bool = True) -> Path:
     """The directory of the warmed-up tiny model, training and caching it on first use."""
     target = cache_root() / f"tiny-arithmetic-{settings.cache_key()}"

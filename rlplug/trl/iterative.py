@@ -22,6 +22,8 @@ adapter reuses the stable DPOTrainer instead.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,8 +69,13 @@ class IterativeDPOConfig(DPOConfig):
             raise ValueError(f"pairing must be one of {', '.join([*PAIRINGS, 'curriculum'])}; got {self.pairing!r}")
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be at least 2 to make a pair, got {self.num_generations}")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be set (>= 1) for iterative training: it is split over the rounds; "
+                             f"got {self.max_steps}")
         if self.max_steps < self.rounds:
-            raise ValueError(f"max_steps ({self.max_steps}) must be at least rounds ({self.rounds}); set max_steps")
+            warnings.warn(f"max_steps ({self.max_steps}) < rounds ({self.rounds}): running {self.max_steps} round(s) "
+                          "of one optimizer step each", UserWarning, stacklevel=2)
+            self.rounds = self.max_steps
 
 
 def sample_completions(model: Any, tokenizer: Any, prompts: list[str], num: int, max_new_tokens: int,

@@ -59,12 +59,21 @@ def critic_rollout():
     return dataclasses.replace(outcome, values=values * outcome.completion_mask)
 
 
+def multi_reward_rollout():
+    """The toy rollout scored by two weighted reward functions (what a per-function estimator reads)."""
+    outcome = toy_rollout()
+    second = torch.linspace(0.0, 1.0, outcome.batch_size)
+    per_func = torch.stack([outcome.rewards, second], dim=1)
+    weights = torch.tensor([1.0, 0.5])
+    return dataclasses.replace(outcome, rewards=per_func @ weights, rewards_per_func=per_func, reward_weights=weights)
+
+
 def advantages_of(advantage: str) -> tuple[Rollout, torch.Tensor]:
     """An estimator's advantages on the first rollout it accepts: outcome rewards, per-step
-    rewards, or outcome rewards with critic values. Refusing one must be a ValueError; refusing
-    all fails."""
+    rewards, outcome rewards with critic values, or rewards per reward function. Refusing one
+    must be a ValueError; refusing all fails."""
     refusals = []
-    for rollout in (toy_rollout(), process_rollout(), critic_rollout()):
+    for rollout in (toy_rollout(), process_rollout(), critic_rollout(), multi_reward_rollout()):
         try:
             return rollout, bind_component("advantage_estimators", advantage, {})(rollout)
         except ValueError as error:
