@@ -28,3 +28,13 @@ def _fresh_plugins_and_threads():
     yield
     torch.set_num_threads(threads)
     plugins.reset()
+
+
+@pytest.fixture(autouse=True)
+def _float32_default_dtype():
+    """Each test starts with torch's default dtype float32 (models here are float32; a test that
+    wants float64 sets it in its own fixture); the previous default is restored afterwards."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    yield
+    torch.set_default_dtype(previous)

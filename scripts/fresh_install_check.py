@@ -45,10 +45,14 @@ from rlplug.demo.arithmetic import train_dataset
 from rlplug.demo.tiny import save_tiny_model
 
 algorithm = sys.argv[1]
+lora = None
+if sys.argv[2:] == ["lora"]:
+    from peft import LoraConfig
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
 registry = rlplug.get_registry()
 recipe = registry.get("algorithms", algorithm)
 trainer = rlplug.build_trainer(
-    algorithm, model=str(save_tiny_model("tiny-model")), reward_funcs=["arithmetic_exact_match"],
+    algorithm, model=str(save_tiny_model("tiny-model")), reward_funcs=["arithmetic_exact_match"], peft_config=lora,
     train_dataset=train_dataset(), per_device_train_batch_size=8, num_generations=4, max_completion_length=4,
     max_steps=2, learning_rate=1e-3, bf16=False, gradient_checkpointing=False, report_to="none",
     save_strategy="no", logging_steps=1, output_dir="train-output",
@@ -129,7 +133,8 @@ def check_inside(paths: dict[str, str], venv: Path) -> None:
         raise CheckFailed(f"rlplug was installed from a path or URL, not from a wheel in --find-links: {paths['rlplug_direct_url']}")
 
 
-def fresh_install_check(workdir: Path, plugin: str, algorithm: str, torch_pin: str, summary: dict[str, Any]) -> None:
+def fresh_install_check(workdir: Path, plugin: str, algorithm: str, torch_pin: str, summary: dict[str, Any],
+                        dependent: str | None = None) -> None:
     """Run every step, filling ``summary``; raise CheckFailed at the first that does not hold."""
     timings: dict[str, float] = {}
     summary.update({"plugin": f"rlplug-{plugin}", "algorithm": algorithm, "seconds": timings})
@@ -199,11 +204,37 @@ def fresh_install_check(workdir: Path, plugin: str, algorithm: str, torch_pin: s
     run([python, "-c", "import rlplug.testing"], cwd=workdir, env=env)
     phase("new_plugin_from_wheel", start)
 
+    if dependent is not None:
+        start = time.perf_counter()
+        dependent_plugin_check(workdir, python, venv, env, plugin, dependent, summary)
+        phase("dependent_plugin_from_wheel", start)
+
+
+def dependent_plugin_check(workdir: Path, python: str, venv: Path, env: dict[str, str], plugin: str,
+                           dependent: str, summary: dict[str, Any]) -> None:
+    """A second plugin that depends on the first (``NAME:ALGORITHM``, e.g. ``ppo:ppo`` on ``grpo``)
+    installs from its wheel with pip resolving rlplug packages from the wheels alone, then trains
+    its algorithm 2 steps (with LoRA: an actor-critic keeps its critic in a second adapter)."""
+    name, algorithm = dependent.split(":")
+    run([python, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(workdir / "wheels"),
+         f"rlplug-{name}"], cwd=workdir, env=env)
+    summary["dependent_pip_check"] = run([python, "-m", "pip", "check"], cwd=workdir, env=env).strip()
+    rows = json.loads(run([str(venv / "bin" / "rlplug"), "plugins", "--json"], cwd=workdir, env=env))
+    names = sorted(row["name"] for row in rows)
+    summary["dependent_plugins_listed"] = names
+    if names != sorted([f"rlplug-{plugin}", f"rlplug-{name}"]):
+        raise CheckFailed(f"`rlplug plugins --json` should list rlplug-{plugin} and rlplug-{name}, got {names}")
+    training = json.loads(run([python, "-c", TRAIN, algorithm, "lora"], cwd=workdir, env=env).strip().splitlines()[-1])
+    summary["dependent_training"] = training
+    if training["global_step"] != 2 or training["algorithm_from"] != f"rlplug-{name}":
+        raise CheckFailed(f"training did not run 2 steps of rlplug-{name}'s {algorithm}: {training}")
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plugin", default="grpo", help="the one bundled plugin to install (entry-point name)")
     parser.add_argument("--algorithm", default="grpo", help="the plugin's algorithm to train with")
+    parser.add_argument("--dependent", help="then a plugin that depends on it, NAME:ALGORITHM (e.g. ppo:ppo)")
     parser.add_argument("--torch", default=os.environ.get("TORCH_PIN", "torch==2.13.0"), help="torch requirement")
     parser.add_argument("--workdir", help="keep everything here (default: a temporary directory, removed)")
     parser.add_argument("--json", help="also write the summary to this file")
@@ -215,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         summary: dict[str, Any] = {}
         try:
-            fresh_install_check(workdir, args.plugin, args.algorithm, args.torch, summary)
+            fresh_install_check(workdir, args.plugin, args.algorithm, args.torch, summary, args.dependent)
             summary["ok"] = True
         except CheckFailed as failure:
             summary.update(ok=False, error=str(failure))

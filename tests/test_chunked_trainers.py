@@ -30,14 +30,6 @@ TOLERANCE = 1e-6
 WRONG_BY = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _float32_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def perturb(model, seed=18):
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

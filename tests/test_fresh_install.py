@@ -29,7 +29,8 @@ def load_script():
 @pytest.mark.slow
 def test_wheels_install_into_a_fresh_venv_and_train(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--plugin", "grpo", "--algorithm", "dr_grpo", "--workdir", str(tmp_path / "work"),
+        [sys.executable, str(SCRIPT), "--plugin", "grpo", "--algorithm", "dr_grpo", "--dependent", "ppo:ppo",
+         "--workdir", str(tmp_path / "work"),
          "--json", str(tmp_path / "summary.json")],
         capture_output=True, text=True, timeout=900,
     )
@@ -53,6 +54,11 @@ def test_wheels_install_into_a_fresh_venv_and_train(tmp_path):
                         "advantage_from": "rlplug-grpo", "global_step": 2}
     assert len(training["rewards_logged"]) == 2
     assert "tests/test_rlplug_probe.py" in summary["new_plugin_files"]
+    # rlplug-ppo from its wheel, its dependency on rlplug-grpo resolved from the wheels alone.
+    assert summary["dependent_plugins_listed"] == ["rlplug-grpo", "rlplug-ppo"]
+    assert summary["dependent_pip_check"] == "No broken requirements found."
+    assert summary["dependent_training"] == {**summary["dependent_training"], "algorithm": "ppo",
+                                             "algorithm_from": "rlplug-ppo", "global_step": 2}
 
 
 # ---- negative controls: the script's checks fail when they should ------------------------

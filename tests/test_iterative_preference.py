@@ -6,20 +6,11 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 from datasets import Dataset
 from peft import LoraConfig
 
 import rlplug.trl.iterative as rlplug_iterative
 from rlplug import build_trainer
-
-
-@pytest.fixture(autouse=True)
-def _float32_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def length_reward(prompts, completions, **kwargs):

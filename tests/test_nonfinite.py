@@ -22,14 +22,6 @@ from rlplug.trl.guards import FiniteGuard, NonFiniteError
 POISONED_STEP = 3
 
 
-@pytest.fixture(autouse=True)
-def _float32_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def poisoned_after(step: int):
     """A REINFORCE policy loss, -A_t·π/sg(π) per token, that returns NaN on its ``step``-th call."""
     calls = []

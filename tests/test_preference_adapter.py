@@ -24,15 +24,6 @@ PAIRED = ("dpo", "ipo", "cpo", "simpo")
 ALL = (*PAIRED, "kto")
 
 
-@pytest.fixture(autouse=True)
-def _float32_default():
-    """Models here are float32; another test module may have changed torch's default dtype."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(previous)
-
-
 @pytest.fixture(scope="module")
 def datasets():
     return {data: preference_dataset(data).select(range(32)) for data in ("paired", "unpaired")}

@@ -108,14 +108,6 @@ NATIVE_DEFAULTS = {"loss_type": ["sigmoid"], "loss_weights": None, "label_smooth
                    "ld_alpha": None}
 
 
-@pytest.fixture(autouse=True)
-def _float32_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def trl_args(output_dir, **fields):
     return dict(output_dir=str(output_dir), per_device_train_batch_size=ROWS, bf16=False,
                 gradient_checkpointing=False, report_to="none", **fields)

@@ -41,15 +41,6 @@ KTO_LOSS_TOLERANCE = 1e-6
 WRONG_BY = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _float32_default():
-    """Models here are float32; another test module may have changed torch's default dtype."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(previous)
-
-
 @pytest.fixture(scope="module")
 def paired_rows():
     return preference_dataset("paired").select(range(2 * ROWS))

@@ -3,8 +3,6 @@ pick the matching rlplug components and reach the trainer's config."""
 
 from __future__ import annotations
 
-import pytest
-import torch
 from trl import DPOConfig, GRPOConfig, KTOConfig
 
 from rlplug import build_trainer
@@ -13,14 +11,6 @@ from rlplug.demo.arithmetic_preference import preference_dataset
 from rlplug.trl.build import fields_set_in
 
 COMMON = dict(bf16=False, report_to="none", use_cpu=True, max_steps=1)
-
-
-@pytest.fixture(autouse=True)
-def _float32_default():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_default_dtype(previous)
 
 
 def test_only_the_fields_a_user_set_count(tmp_path):
