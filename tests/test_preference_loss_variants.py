@@ -120,3 +120,17 @@ def test_wpo_weights_are_the_product_of_mean_aligned_probabilities():
     # chosen: exp(((-1 + 0.5) + (-3 + 0.5)) / 2) = exp(-1.5); rejected: exp(-2 + 1) = exp(-1)
     assert weights.tolist() == pytest.approx([math.exp(-2.5)], rel=1e-6)
     assert not weights.requires_grad  # the weights are constants of the loss, as in TRL
+
+
+def test_discopop_stays_finite_at_a_very_negative_margin():
+    """At beta * delta = -200 the mixing weight is 0, so the loss is -log sigma(-200) = 200; TRL's
+    arithmetic (negative control) evaluates exp(200) * 0 = inf * 0 = NaN there."""
+    discopop = get_registry().get("preference_losses", "discopop")
+    batch = paired_batch(chosen_logps=torch.tensor([-2000.0, -1.0]), rejected_logps=torch.tensor([0.0, -1.0]),
+                         ref_chosen_logps=torch.tensor([0.0, 0.0]), ref_rejected_logps=torch.tensor([0.0, 0.0]))
+    losses, _ = discopop(batch, beta=0.1)
+    assert losses.tolist() == [200.0, pytest.approx(math.log(2) * 0.5 + 0.5)]  # z = 0: m = 1/2
+    z = torch.tensor([-200.0])
+    modulation = torch.sigmoid(z / 0.05)
+    trl_form = -torch.nn.functional.logsigmoid(z) * (1 - modulation) + torch.exp(-z) * modulation
+    assert torch.isnan(trl_form).all()

@@ -406,11 +406,33 @@ def one_reward_function(rollout):
     return replace(rollout, rewards_per_func=rollout.rewards.unsqueeze(1), reward_weights=torch.ones(1))
 
 
+def with_critic_values(rollout):
+    """A critic's values at rollout time, V(s_t) = 0.1 * t on real tokens (what GAE reads)."""
+    positions = torch.arange(rollout.completion_mask.shape[1], dtype=torch.float32)
+    return replace(rollout, values=0.1 * positions * rollout.completion_mask)
+
+
+def one_segment_per_row(fields):
+    """Each completion as one segment with one aspect scored 1 (what 2D-DPO reads)."""
+    from rlplug import SegmentBatch
+
+    column = {name: fields[name].unsqueeze(1) for name in
+              ("chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps")}
+    rows = column["chosen_logps"].shape[0]
+    scores = torch.ones(rows, 1, 1)
+    segments = SegmentBatch(**column, chosen_scores=scores, rejected_scores=scores,
+                            mask=torch.ones(rows, 1, dtype=torch.bool))
+    return {**fields, "segments": segments}
+
+
 # What a component legitimately differs in; anything else must pass the defaults.
 CHECK_OPTIONS = {
     ("advantage_estimators", "reinforce"): {"shift_invariant": False},  # no baseline, by definition
     ("advantage_estimators", "group_norm_process"): {"prepare": outcome_as_last_step},  # reads step rewards
     ("advantage_estimators", "gdpo"): {"prepare": one_reward_function},  # reads per-function rewards
+    # reads critic values; its baseline is the critic, not the group, so a reward shift moves it
+    ("advantage_estimators", "gae"): {"prepare": with_critic_values, "shift_invariant": False},
+    ("preference_losses", "2d_dpo"): {"prepare": one_segment_per_row},  # reads per-segment sums
     ("policy_losses", "sequence_ratio_clip"): {"token_advantages": False},  # one advantage per sequence
     ("policy_losses", "kl_cov"): {"zero_advantage_zero_gradient": False},  # carries its own |log ratio| penalty
 }

@@ -290,6 +290,7 @@ def check_preference_loss(
     *,
     params: dict[str, Any] | None = None,
     data: str | None = None,
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> None:
     """Check the contract of ``register_preference_losses`` on toy batches.
 
@@ -300,13 +301,19 @@ def check_preference_loss(
     - the same input gives the same output.
 
     ``data`` is ``"paired"`` or ``"unpaired"``; by default the loss's declared kind
-    (``rlplug.core.preference.preference_loss``), else paired.
+    (``rlplug.core.preference.preference_loss``), else paired. ``prepare`` adds what the loss
+    reads beyond the toy batch's fields (e.g. ``segments``), computed from those fields.
     """
     params = dict(params or {})
     data = data or _declared_data(fn)
     if data not in ("paired", "unpaired"):
         raise ValueError(f"data must be 'paired' or 'unpaired'; got {data!r}")
-    make = paired_fields if data == "paired" else unpaired_fields
+    base = paired_fields if data == "paired" else unpaired_fields
+    prepare = prepare or (lambda fields: fields)
+
+    def make(**options: Any) -> dict[str, Any]:
+        return prepare(base(**options))
+
     first = _call_preference_loss(fn, make(), params, "toy batch")
     second = _call_preference_loss(fn, make(), params, "toy batch (second call)")
     if not torch.equal(first, second):
@@ -317,4 +324,4 @@ def check_preference_loss(
         tied["rejected_logps"] = tied["chosen_logps"].detach().clone().requires_grad_(True)
         tied["ref_rejected_logps"] = tied["ref_chosen_logps"]
         tied["rejected_lengths"] = tied["chosen_lengths"]
-        _call_preference_loss(fn, tied, params, "chosen == rejected")
+        _call_preference_loss(fn, prepare(tied), params, "chosen == rejected")

@@ -185,7 +185,11 @@ def discopop(batch: PreferenceBatch, beta: float = 0.1, discopop_tau: float = 0.
         raise ValueError(f"discopop needs discopop_tau > 0; got {discopop_tau}")
     logits = _delta(batch, f_divergence_type, f_alpha_divergence_coef) * beta
     modulation = torch.sigmoid(logits / discopop_tau)
-    losses = -F.logsigmoid(logits) * (1 - modulation) + torch.exp(-logits) * modulation
+    # Where m underflows to 0 the exponential term is 0; evaluating exp there at z = 0 keeps a very
+    # negative margin from giving inf * 0 = NaN (TRL's form does, below z of about -88). Elsewhere the
+    # arithmetic is TRL's, bit for bit.
+    exponent_input = torch.where(modulation > 0, logits, torch.zeros_like(logits))
+    losses = -F.logsigmoid(logits) * (1 - modulation) + torch.exp(-exponent_input) * modulation
     return losses, _rewards(batch, beta)
 
 
