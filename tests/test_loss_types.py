@@ -49,7 +49,8 @@ def test_trl_fields_alone_select_the_components(tiny_model_dir, tmp_path):
     assert (trainer.components.policy_loss.name, trainer.components.aggregation.name) == ("cispo", "global_token_mean")
     assert trainer.components.policy_loss.params["importance_sampling_level"] == "sequence"
     params = trainer.components.policy_loss.params
-    assert params["epsilon_high"] is None and params["epsilon"] == 0.2  # TRL's default (cap 0.2), not the recipe's 5.0
+    # TRL's default: epsilon_high unset means epsilon (cap 0.2), bound as GRPOTrainer reads it; not the recipe's 5.0
+    assert params["epsilon_high"] == 0.2 and params["epsilon"] == 0.2
     assert trainer.args.loss_type == "cispo"
     named = build(tiny_model_dir, tmp_path, "cispo")
     assert named.components.policy_loss.params["epsilon_high"] == 5.0  # by name: the recipe's defaults

@@ -230,7 +230,9 @@ def test_config_class_comes_from_the_adapter_and_beta_reaches_the_loss(tiny_mode
     assert simpo.components.loss.params == {"beta": 2.0}  # the recipe's config default; gamma keeps its default
     ipo = build_trainer("ipo", model=tiny_model_dir, train_dataset=datasets["paired"], beta=0.5,
                         component_params={"preference_loss": {"normalize_length": False}}, **trl_fields(tmp_path))
-    assert ipo.components.loss.params == {"beta": 0.5, "normalize_length": False}
+    assert ipo.components.loss.params == {
+        "beta": 0.5, "normalize_length": False, "f_divergence_type": "reverse_kl", "f_alpha_divergence_coef": 0.5,
+    }
 
 
 # ---- short LoRA and QLoRA runs --------------------------------------------------------------
