@@ -38,3 +38,10 @@ def _float32_default_dtype():
     torch.set_default_dtype(torch.float32)
     yield
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture(autouse=True)
+def _builtin_task_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """The built-in task's warm-up is cached once per test session under pytest's temp dir, not in
+    the user's ~/.cache (a test that wants another cache sets RLPLUG_CACHE_DIR itself)."""
+    monkeypatch.setenv("RLPLUG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rlplug-cache"))

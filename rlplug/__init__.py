@@ -11,7 +11,7 @@ from typing import Any
 from rlplug.components.advantages import group_mean
 from rlplug.components.clipping import clipped_surrogate
 from rlplug.components.f_divergence import f_divergence_scores
-from rlplug.components.stats import nanstd, reverse_cumsum
+from rlplug.components.stats import masked_mean, nanstd, reverse_cumsum
 from rlplug.core.aggregation import AggregationContext
 from rlplug.core.algorithm import Algorithm, KLSpec
 from rlplug.core.hookspecs import hookimpl
@@ -42,6 +42,7 @@ __all__ = [
     "group_mean",
     "hookimpl",
     "load_plugins",
+    "masked_mean",
     "nanstd",
     "paired_reward_metrics",
     "preference_loss",

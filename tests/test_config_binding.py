@@ -16,11 +16,6 @@ from rlplug.core.plugins import get_registry
 from rlplug.core.resolve import ComponentConfigError, bind_component
 
 
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("RLPLUG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rlplug-cache"))
-
-
 @pytest.fixture(scope="module")
 def grpo_config(tmp_path_factory):
     return GRPOConfig(output_dir=str(tmp_path_factory.mktemp("cfg")), use_cpu=True, bf16=False, report_to="none")

@@ -25,11 +25,6 @@ MARGIN = 0.03
 FAMILIES = {"grpo": "group_norm", "rloo": "rloo", "reinforce_pp": "reinforce_pp"}
 
 
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("RLPLUG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rlplug-cache"))
-
-
 def gain(tmp_path, *argv) -> float:
     out = tmp_path / "run"
     assert main([*argv, "--max_steps", STEPS, "--torch_threads", "1", "--output_dir", str(out)]) == 0

@@ -8,11 +8,6 @@ from rlplug.app.report import PLOT_FILE, SUMMARY_FILE
 from rlplug.cli import train as main
 
 
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("RLPLUG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rlplug-cache"))
-
-
 def run(tmp_path, *argv):
     out = tmp_path / "run"
     assert main([*argv, "--output_dir", str(out)]) == 0

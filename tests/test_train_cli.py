@@ -20,16 +20,6 @@ from rlplug.app.train import execute, prepare_run
 from rlplug.cli import train as main
 
 
-@pytest.fixture(scope="session")
-def warmup_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("rlplug-cache")
-
-
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(warmup_cache, monkeypatch):
-    monkeypatch.setenv("RLPLUG_CACHE_DIR", str(warmup_cache))
-
-
 def _write(path, text):
     path.write_text(text)
     return str(path)

@@ -9,11 +9,6 @@ from rlplug.cli import train as main
 SMALL = ["--max_steps", "2", "--per_device_train_batch_size", "8", "--num_generations", "4"]
 
 
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("RLPLUG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rlplug-cache"))
-
-
 def run(tmp_path, *argv):
     out = tmp_path / "run"
     assert main([*argv, *SMALL, "--output_dir", str(out)]) == 0

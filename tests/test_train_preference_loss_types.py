@@ -14,11 +14,6 @@ NEW_PAIRED = sorted(set(DPO_LOSS_TYPES.values()) - {"dpo_sigmoid", "ipo"}) + ["m
 FAST = ("--max_steps", "2", "--per_device_train_batch_size", "4", "--eval_prompts", "8")
 
 
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("RLPLUG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rlplug-cache"))
-
-
 def run(tmp_path, *argv):
     out = tmp_path / "run"
     assert main([*argv, *FAST, "--output_dir", str(out)]) == 0

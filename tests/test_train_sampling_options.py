@@ -2,15 +2,9 @@
 
 import json
 
-import pytest
 
 from rlplug.app.report import SUMMARY_FILE
 from rlplug.cli import train as main
-
-
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("RLPLUG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rlplug-cache"))
 
 
 def run(tmp_path, *argv):

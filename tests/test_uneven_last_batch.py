@@ -19,11 +19,6 @@ from rlplug.cli import train as main
 from rlplug.trl.preference_common import log_token_metrics
 
 
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("RLPLUG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rlplug-cache"))
-
-
 def write_rows(path, data: str, rows: int) -> str:
     with open(path, "w") as f:
         for i in range(rows):

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import torch
 
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """sum(m x) / sum(m)."""
-    return (values * mask).sum() / mask.sum()
+from rlplug.components.stats import masked_mean
 
 
 def masked_variance(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

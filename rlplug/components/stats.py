@@ -5,6 +5,11 @@ from __future__ import annotations
 import torch
 
 
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sum(m x) / max(sum(m), 1): the mean over the masked entries (0 for an empty mask)."""
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
 def nanstd(values: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Standard deviation with Bessel's correction, ignoring NaN; NaN for fewer than 2 values.
 

@@ -32,11 +32,6 @@ AGGREGATIONS = REGISTRY.names("loss_aggregations")
 ALGORITHMS = REGISTRY.names("algorithms")
 
 
-@pytest.fixture(autouse=True)
-def _cache_in_tmp(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("RLPLUG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rlplug-cache"))
-
-
 def process_rollout():
     """The toy rollout's groups and lengths with per-step rewards instead of outcomes: steps at
     each completion's first and last token (process supervision)."""

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import torch
 
-
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+from rlplug import masked_mean
 
 
 def token_covariance(logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """cov_t = (A_t - mean_m(A)) (log pi_t - mean_m(log pi)), detached, (B, T); means over unmasked tokens."""
     advantages = advantages.expand_as(logps)
     logps = logps.detach()
-    return (advantages - _masked_mean(advantages, mask)) * (logps - _masked_mean(logps, mask))
+    return (advantages - masked_mean(advantages, mask)) * (logps - masked_mean(logps, mask))
 
 
 def clip_cov(
